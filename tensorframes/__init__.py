@@ -1,0 +1,20 @@
+"""tensorframes: equivariant message passing through local frames ("tensor frames")."""
+
+from . import frames, graph, o3, reps, testing
+from .frames import Frames
+from .reps import Irrep, Irreps, Reps, TensorReps
+
+__all__ = [
+    "Frames",
+    "Irrep",
+    "Irreps",
+    "Reps",
+    "TensorReps",
+    "frames",
+    "graph",
+    "o3",
+    "reps",
+    "testing",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,54 @@
+"""Command line entry point: ``python -m tensorframes.bench <suite>``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import time
+
+from . import SUITES
+from ._harness import write_csv
+
+
+def _plot(rows: list[dict], suite: str, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    timed = [r for r in rows if "median_s" in r]
+    if not timed:
+        return
+    labels = [f"{r['contender']} (n={r.get('matrices', r.get('points', ''))})" for r in timed]
+    fig, ax = plt.subplots(figsize=(9, 0.4 * len(timed) + 1.5))
+    ax.barh(range(len(timed)), [r["median_s"] for r in timed])
+    ax.set_yticks(range(len(timed)), labels, fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("median time [s] (log scale)")
+    ax.set_title(f"tensorframes.bench {suite}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tensorframes.bench", description=__doc__)
+    parser.add_argument("suite", choices=[*SUITES, "all"])
+    parser.add_argument("--quick", action="store_true", help="small sizes (minutes, not hours)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--out", default="bench_out", help="folder for CSV and PNG outputs")
+    args = parser.parse_args(argv)
+    suites = SUITES if args.suite == "all" else (args.suite,)
+    os.makedirs(args.out, exist_ok=True)
+    for suite in suites:
+        start = time.perf_counter()
+        module = importlib.import_module(f"tensorframes.bench.{suite}")
+        rows = module.main(quick=args.quick, device=args.device)
+        write_csv(os.path.join(args.out, f"{suite}.csv"), rows)
+        _plot(rows, suite, os.path.join(args.out, f"{suite}.png"))
+        print(f"\n[{suite}: {time.perf_counter() - start:.1f} s; CSV and PNG in {args.out}/]\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""Representations of O(d): Cartesian tensors (:class:`TensorReps`) and e3nn irreps (:class:`Irreps`)."""
+
+from .base import Reps
+from .irreps import Irrep, Irreps
+from .tensorreps import TensorReps
+
+__all__ = ["Irrep", "Irreps", "Reps", "TensorReps"]

@@ -1,0 +1,356 @@
+"""Cartesian tensor representations of O(d): :class:`TensorReps`."""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+import torch
+
+from .base import Reps, check_matrices
+
+_TOKEN = re.compile(r"^(?:(\d+)x)?(\d+)([np])$")
+
+
+class TensorRep(NamedTuple):
+    """One Cartesian tensor type: ``order`` k >= 0 and parity ``"n"`` or ``"p"``.
+
+    ``"n"`` transforms as ``R^{(x)k}``, ``"p"`` additionally by ``det(R)`` (a pseudo-tensor).
+    """
+
+    order: int
+    parity: str
+
+    def __str__(self) -> str:
+        return f"{self.order}{self.parity}"
+
+
+class MulTensorRep(NamedTuple):
+    """A block: ``mul`` copies of one :class:`TensorRep`."""
+
+    mul: int
+    rep: TensorRep
+
+    def __str__(self) -> str:
+        return f"{self.mul}x{self.rep}"
+
+
+class SortResult(NamedTuple):
+    """Result of :meth:`TensorReps.sort` (as e3nn's ``Irreps.sort``)."""
+
+    reps: TensorReps
+    p: tuple[int, ...]
+    inv: tuple[int, ...]
+
+
+def _parse(spec: str) -> tuple[MulTensorRep, ...]:
+    spec = spec.strip()
+    if spec == "":
+        return ()
+    blocks = []
+    for raw in spec.split("+"):
+        token = raw.strip()
+        m = _TOKEN.match(token)
+        if m is None:
+            raise ValueError(
+                f"malformed TensorReps token {token!r} in {spec!r}: expected "
+                "'<mul>x<order><parity>' with integers mul >= 0, order >= 0 and parity "
+                "'n' or 'p', e.g. '16x0n + 8x1n + 2x1p'"
+            )
+        mul = int(m.group(1)) if m.group(1) is not None else 1
+        blocks.append(MulTensorRep(mul, TensorRep(int(m.group(2)), m.group(3))))
+    return tuple(blocks)
+
+
+def _coerce_block(item) -> MulTensorRep:
+    if isinstance(item, MulTensorRep):
+        return item
+    if isinstance(item, str):
+        parsed = _parse(item)
+        if len(parsed) != 1:
+            raise ValueError(f"expected a single TensorReps block, got {item!r}")
+        return parsed[0]
+    if isinstance(item, tuple) and len(item) == 2:
+        mul, rep = item
+        if isinstance(rep, str):
+            (block,) = _parse(rep) if _TOKEN.match(rep.strip()) else (None,)
+            if block is None or block.mul != 1:
+                raise ValueError(f"malformed tensor type {rep!r}: expected e.g. '1n' or '2p'")
+            rep = block.rep
+        elif isinstance(rep, tuple) and len(rep) == 2:
+            rep = TensorRep(*rep)
+        else:
+            raise TypeError(f"cannot interpret {rep!r} as a tensor type (order, parity)")
+        if not isinstance(mul, int) or mul < 0:
+            raise ValueError(f"multiplicity must be a non-negative int, got {mul!r}")
+        if not isinstance(rep.order, int) or rep.order < 0 or rep.parity not in ("n", "p"):
+            raise ValueError(f"tensor type must be (order >= 0, 'n' | 'p'), got {tuple(rep)!r}")
+        return MulTensorRep(mul, TensorRep(rep.order, rep.parity))
+    raise TypeError(f"cannot interpret {item!r} as a TensorReps block")
+
+
+class TensorReps(Reps):
+    """Cartesian tensor representations of O(d), e.g. ``TensorReps("16x0n + 8x1n + 2x1p + 4x2n")``.
+
+    Each block ``<mul>x<order><parity>`` holds ``mul`` tensors of order ``k`` with ``d**k``
+    components each (row-major flattened). Parity ``n`` transforms as ``R^{(x)k}``, parity ``p``
+    additionally by ``det(R)``. Blocks are stored in the listed order, each block mul-major:
+    the layout of ``x[..., block]`` is ``(mul, d, ..., d)`` flattened.
+
+    Args:
+        reps: a string such as ``"8x0n + 4x1n"``, another :class:`TensorReps`, or a sequence of
+            ``(mul, (order, parity))`` / ``(mul, "1n")`` / ``"4x1n"`` items.
+        spatial_dim: the ``d`` of O(d), at least 2 (default 3).
+
+    Example:
+        >>> reps = TensorReps("2x0n + 1x1p")
+        >>> reps.dim
+        5
+    """
+
+    __slots__ = ("_blocks", "_d", "_dim", "_hash")
+
+    def __init__(self, reps=(), spatial_dim: int = 3):
+        if isinstance(spatial_dim, bool) or not isinstance(spatial_dim, int) or spatial_dim < 2:
+            raise ValueError(f"spatial_dim must be an int >= 2, got {spatial_dim!r}")
+        if isinstance(reps, TensorReps):
+            if reps.spatial_dim != spatial_dim:
+                raise ValueError(
+                    f"cannot reinterpret {reps!r} (d={reps.spatial_dim}) with spatial_dim="
+                    f"{spatial_dim}"
+                )
+            blocks = reps._blocks
+        elif isinstance(reps, str):
+            blocks = _parse(reps)
+        else:
+            try:
+                items = list(reps)
+            except TypeError:
+                raise TypeError(
+                    "TensorReps expects a string or a sequence of blocks, "
+                    f"got {type(reps).__name__}"
+                ) from None
+            blocks = tuple(_coerce_block(item) for item in items)
+        self._blocks: tuple[MulTensorRep, ...] = blocks
+        self._d = spatial_dim
+        self._dim = sum(b.mul * spatial_dim**b.rep.order for b in blocks)
+        self._hash = hash((blocks, spatial_dim))
+
+    # -- immutable value semantics ------------------------------------------------------------
+    def __setattr__(self, name, value):
+        if hasattr(self, "_hash"):
+            raise AttributeError("TensorReps is immutable")
+        object.__setattr__(self, name, value)
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, str):
+            try:
+                other = TensorReps(other, self._d)
+            except ValueError:
+                return False
+        if not isinstance(other, TensorReps):
+            return NotImplemented
+        return self._blocks == other._blocks and self._d == other._d
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __str__(self) -> str:
+        return "+".join(str(b) for b in self._blocks)
+
+    def __repr__(self) -> str:
+        d = "" if self._d == 3 else f", spatial_dim={self._d}"
+        return f"TensorReps('{self}'{d})"
+
+    def __iter__(self):
+        return iter(self._blocks)
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return TensorReps(self._blocks[i], self._d)
+        return self._blocks[i]
+
+    def __add__(self, other) -> TensorReps:
+        if isinstance(other, str):
+            other = TensorReps(other, self._d)
+        if not isinstance(other, TensorReps):
+            return NotImplemented
+        if other._d != self._d:
+            raise ValueError(
+                f"cannot add TensorReps of different spatial_dim ({self._d} and {other._d})"
+            )
+        return TensorReps(self._blocks + other._blocks, self._d)
+
+    def __radd__(self, other) -> TensorReps:
+        if isinstance(other, str):
+            return TensorReps(other, self._d) + self
+        return NotImplemented
+
+    def __mul__(self, n: int) -> TensorReps:
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"can only repeat TensorReps a non-negative int times, got {n!r}")
+        return TensorReps(self._blocks * n, self._d)
+
+    __rmul__ = __mul__
+
+    # -- description ----------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def spatial_dim(self) -> int:
+        return self._d
+
+    @property
+    def max_order(self) -> int:
+        """Largest tensor order present (-1 when empty)."""
+        return max((b.rep.order for b in self._blocks), default=-1)
+
+    @property
+    def num_tensors(self) -> int:
+        """Total multiplicity: the number of tensors (of any order) in one feature vector."""
+        return sum(b.mul for b in self._blocks)
+
+    def slices(self) -> list[slice]:
+        """The slice of the feature axis that each block occupies."""
+        out, start = [], 0
+        for b in self._blocks:
+            stop = start + b.mul * self._d**b.rep.order
+            out.append(slice(start, stop))
+            start = stop
+        return out
+
+    def count(self, rep) -> int:
+        """Total multiplicity of tensor type ``rep`` (``"1n"`` or ``(1, "n")``)."""
+        rep = _coerce_block((1, rep)).rep
+        return sum(b.mul for b in self._blocks if b.rep == rep)
+
+    def simplify(self) -> TensorReps:
+        """Merge neighbouring blocks of the same type and drop empty ones (as e3nn)."""
+        out: list[MulTensorRep] = []
+        for b in self._blocks:
+            if b.mul == 0:
+                continue
+            if out and out[-1].rep == b.rep:
+                out[-1] = MulTensorRep(out[-1].mul + b.mul, b.rep)
+            else:
+                out.append(b)
+        return TensorReps(out, self._d)
+
+    def sort(self) -> SortResult:
+        """Sort blocks by (order, parity ``n`` before ``p``); stable.
+
+        Returns ``(reps, p, inv)``: ``p[i]`` is the new position of block ``i`` and ``inv`` its
+        inverse, as e3nn's ``Irreps.sort``.
+        """
+        key = sorted(range(len(self._blocks)), key=lambda i: (self._blocks[i].rep, i))
+        inv = tuple(key)
+        p = [0] * len(inv)
+        for new, old in enumerate(inv):
+            p[old] = new
+        return SortResult(TensorReps([self._blocks[i] for i in inv], self._d), tuple(p), inv)
+
+    # -- action ---------------------------------------------------------------------------------
+    def transform(self, x: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+        """Return ``rho(R) x`` for ``x`` of shape ``(..., dim)`` and ``R`` of shape ``(..., d, d)``.
+
+        An order-k block is contracted with ``R`` once per tensor index (``k d^(k+1)``
+        multiply-adds per tensor instead of ``d^(2k)`` for the dense matrix); pseudo-tensor blocks
+        are multiplied by ``det(R)``. Leading shapes broadcast. No Python loop over leading
+        entries or multiplicity.
+
+        Shapes:
+            x: ``(..., dim)``; R: ``(..., d, d)``; returns ``(broadcast(...), dim)``.
+        """
+        self._check_transform_args(x, R)
+        lead = torch.broadcast_shapes(x.shape[:-1], R.shape[:-2])
+        d = self._d
+        det = torch.linalg.det(R) if any(b.rep.parity == "p" for b in self._blocks) else None
+        out = []
+        for block, sl in zip(self._blocks, self.slices()):
+            k = block.rep.order
+            xb = x[..., sl]
+            if block.mul == 0:
+                out.append(xb.expand(*lead, 0))
+                continue
+            if k == 0:
+                yb = xb.expand(*lead, xb.shape[-1])
+            else:
+                yb = _apply_tensor_power(xb.unflatten(-1, (block.mul, d**k)), R, k, d)
+                yb = yb.flatten(-2)
+            if block.rep.parity == "p":
+                yb = yb * det[..., None]
+            out.append(yb)
+        if not out:
+            return x.new_zeros(*lead, 0)
+        return torch.cat(out, dim=-1)
+
+    def matrix(self, R: torch.Tensor) -> torch.Tensor:
+        """Dense block-diagonal ``rho(R)`` of shape ``(..., dim, dim)`` (tests, small sizes)."""
+        check_matrices(R, self._d, name="R")
+        lead = R.shape[:-2]
+        out = R.new_zeros(*lead, self._dim, self._dim)
+        det = torch.linalg.det(R) if any(b.rep.parity == "p" for b in self._blocks) else None
+        for block, sl in zip(self._blocks, self.slices()):
+            if block.mul == 0:
+                continue
+            k = block.rep.order
+            M = tensor_power_matrix(R, k)
+            if block.rep.parity == "p":
+                M = M * det[..., None, None]
+            eye = torch.eye(block.mul, dtype=R.dtype, device=R.device)
+            n = self._d**k
+            dense = torch.einsum("uv,...ij->...uivj", eye, M).reshape(*lead, block.mul * n, -1)
+            out[..., sl, sl] = dense
+        return out
+
+    # -- change of basis ------------------------------------------------------------------------
+    def to_irreps(self):
+        """Decompose into e3nn irreps: returns ``(irreps, Q)`` with ``Q`` orthogonal.
+
+        ``Q`` has shape ``(dim, dim)`` (float64) and satisfies
+        ``self.matrix(R) == Q.T @ irreps.D_from_matrix(R) @ Q`` for every ``R`` in O(3), i.e.
+        ``x_irreps = x_cart @ Q.T`` and ``x_cart = x_irreps @ Q``. The irreps are grouped per
+        block: block ``mul x k`` becomes ``mul x l`` for each ``l`` in the order-``k``
+        decomposition, ascending in ``l`` (e.g. ``"4x2n"`` -> ``"4x0e+4x1e+4x2e"``). Parity of
+        ``n`` tensors is ``(-1)^k``, of ``p`` tensors ``(-1)^(k+1)``. Only for ``spatial_dim=3``.
+        """
+        from .change_of_basis import cartesian_to_irreps
+
+        if self._d != 3:
+            raise ValueError(
+                f"to_irreps needs spatial_dim=3 (irreps of O(3)), got spatial_dim={self._d}"
+            )
+        return cartesian_to_irreps(self)
+
+
+def _apply_tensor_power(x: torch.Tensor, R: torch.Tensor, k: int, d: int) -> torch.Tensor:
+    """Apply ``R`` to every one of the ``k`` tensor indices of ``x``: ``(..., mul, d**k)``."""
+    if k == 1:
+        return torch.einsum("...ij,...mj->...mi", R, x)
+    if k == 2:
+        x = x.unflatten(-1, (d, d))
+        # (R X R^T)_{ij} = R_ia X_ab R_jb, as two contractions of d multiply-adds each
+        y = torch.einsum("...ia,...mab->...mib", R, x)
+        y = torch.einsum("...jb,...mib->...mij", R, y)
+        return y.flatten(-2)
+    # general order: contract one index at a time; the viewed shape is (..., mul, a, d, b)
+    y = x
+    for axis in range(k):
+        y = y.unflatten(-1, (d**axis, d, d ** (k - axis - 1)))
+        y = torch.einsum("...ij,...majb->...maib", R, y).flatten(-3)
+    return y
+
+
+def tensor_power_matrix(R: torch.Tensor, k: int) -> torch.Tensor:
+    """``R^{(x)k}`` as a dense ``(..., d**k, d**k)`` matrix (row-major index flattening)."""
+    d = R.shape[-1]
+    M = torch.ones(*R.shape[:-2], 1, 1, dtype=R.dtype, device=R.device)
+    for _ in range(k):
+        M = torch.einsum("...ab,...ij->...aibj", M, R)
+        M = M.reshape(*M.shape[:-4], M.shape[-4] * d, M.shape[-2] * d)
+    return M

@@ -1,0 +1,19 @@
+"""Frame-aware message passing: make any PyG layer equivariant, and the pieces around it."""
+
+from ._base import TFMessagePassing
+from ._frame_ops import EdgeFrames, to_global, to_local
+from ._pool import ToGlobal, ToLocal, global_pool, knn_interpolate
+from ._wrap import FrameWrapped, wrap
+
+__all__ = [
+    "EdgeFrames",
+    "FrameWrapped",
+    "TFMessagePassing",
+    "ToGlobal",
+    "ToLocal",
+    "global_pool",
+    "knn_interpolate",
+    "to_global",
+    "to_local",
+    "wrap",
+]

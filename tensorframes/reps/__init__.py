@@ -1,4 +1,4 @@
-"""Representations of O(d): Cartesian tensors (:class:`TensorReps`) and e3nn irreps (:class:`Irreps`)."""
+"""Representations of O(d): Cartesian tensors (:class:`TensorReps`) and irreps (:class:`Irreps`)."""
 
 from .base import Reps
 from .irreps import Irrep, Irreps

@@ -1,6 +1,6 @@
 """tensorframes: equivariant message passing through local frames ("tensor frames")."""
 
-from . import frames, graph, o3, reps, testing
+from . import data, frames, graph, nn, o3, reps, testing
 from .frames import Frames
 from .reps import Irrep, Irreps, Reps, TensorReps
 
@@ -10,8 +10,10 @@ __all__ = [
     "Irreps",
     "Reps",
     "TensorReps",
+    "data",
     "frames",
     "graph",
+    "nn",
     "o3",
     "reps",
     "testing",

@@ -1,0 +1,188 @@
+"""A verified on-disk cache for in-memory datasets (shared by every dataset in this package).
+
+PyG's ``InMemoryDataset`` regenerates a processed file only when it is missing, and merely warns
+when ``pre_transform`` changed. The datasets here need more: every option that changes the
+tensors is part of the processed file's name (readable prefix + SHA-256 digest of the options),
+and the file itself stores the full option key, a fingerprint of the raw inputs and a checksum of
+its tensors. On load all three are compared; a file written with other options, from other raw
+files, truncated or otherwise corrupted is regenerated (with a warning), never used silently.
+Files are written atomically (temporary file + ``os.replace``). ``pre_transform`` enters the
+key through its ``repr``: give it a stable one (PyG transforms have), since e.g. a lambda's
+``repr`` changes from run to run and then gets a fresh cache file every time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import os.path as osp
+import tempfile
+import warnings
+from typing import Any
+
+import torch
+from torch_geometric.data import Data, InMemoryDataset
+
+#: Bumped whenever the generated content or the file layout changes.
+CACHE_FORMAT = 1
+
+
+class CacheWarning(UserWarning):
+    """Emitted when a processed file is stale or corrupted and is regenerated."""
+
+
+class _StaleCache(Exception):
+    pass
+
+
+def _canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def _tensor_checksum(data_dict: dict, slices: dict) -> str:
+    h = hashlib.sha256()
+    for prefix, mapping in (("d", data_dict), ("s", slices or {})):  # slices: None for 1 item
+        for name in sorted(mapping):
+            value = mapping[name]
+            h.update(f"{prefix}:{name}:".encode())
+            if isinstance(value, torch.Tensor):
+                t = value.detach().cpu().contiguous()
+                h.update(f"{t.dtype}:{tuple(t.shape)}:".encode())
+                h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            else:
+                h.update(repr(value).encode())
+    return h.hexdigest()
+
+
+def _repr_transform(transform: Any) -> str | None:
+    return None if transform is None else repr(transform)
+
+
+class CachedInMemoryDataset(InMemoryDataset):
+    """Base class: subclasses define :meth:`_cache_key`, :meth:`_cache_prefix` and
+    :meth:`_generate` (and optionally :meth:`_fingerprint`)."""
+
+    def __init__(self, root, transform=None, pre_transform=None, force_reload=False) -> None:
+        self._loaded: tuple[Data, dict, dict] | None = None
+        super().__init__(
+            str(root), transform, pre_transform, None, log=False, force_reload=force_reload
+        )
+        if self._loaded is None:  # pragma: no cover - _process always sets it
+            raise RuntimeError("internal error: processed data was not loaded")
+        data, slices, extra = self._loaded
+        self._loaded = None
+        self._data = data
+        self.slices = slices
+        self._set_extra(extra)
+
+    # ----------------------------------------------------------------- subclass hooks
+    def _cache_prefix(self) -> str:
+        raise NotImplementedError
+
+    def _cache_key(self) -> dict:
+        raise NotImplementedError
+
+    def _fingerprint(self) -> str:
+        """A digest of the raw inputs (files); empty for generated data."""
+        return ""
+
+    def _generate(self) -> tuple[list[Data], dict]:
+        raise NotImplementedError
+
+    def _set_extra(self, extra: dict) -> None:
+        """Receives the JSON-able metadata returned by :meth:`_generate`."""
+
+    # ----------------------------------------------------------------- cache machinery
+    def _full_key(self) -> str:
+        key = dict(self._cache_key())
+        key["__class__"] = type(self).__name__
+        key["__format__"] = CACHE_FORMAT
+        key["__pre_transform__"] = _repr_transform(self.pre_transform)
+        return _canonical_json(key)
+
+    @property
+    def processed_file_names(self) -> list[str]:
+        digest = hashlib.sha256(self._full_key().encode()).hexdigest()[:20]
+        return [f"{self._cache_prefix()}_{digest}.pt"]
+
+    @property
+    def raw_file_names(self) -> list[str]:  # nothing is ever downloaded
+        return []
+
+    def _process(self) -> None:  # replaces PyG's "file exists" check by the verified cache
+        self.process()
+
+    def process(self) -> None:
+        """Load the processed file if it is valid, else generate and write it."""
+        path = self.processed_paths[0]
+        key = self._full_key()
+        fingerprint = self._fingerprint()
+        if not self.force_reload and osp.exists(path):
+            try:
+                self._loaded = self._read(path, key, fingerprint)
+                return
+            except _StaleCache as err:
+                warnings.warn(
+                    f"{type(self).__name__}: processed file {path} {err}; regenerating it",
+                    CacheWarning,
+                    stacklevel=3,
+                )
+        data_list, extra = self._generate()
+        if not data_list:
+            raise ValueError(f"{type(self).__name__}: nothing to load (no items)")
+        if self.pre_transform is not None:
+            data_list = [self.pre_transform(d) for d in data_list]
+        data, slices = self.collate(data_list)
+        data_dict = data.to_dict()
+        payload = {
+            "format": CACHE_FORMAT,
+            "key": key,
+            "fingerprint": fingerprint,
+            "checksum": _tensor_checksum(data_dict, slices),
+            "data": data_dict,
+            "slices": slices,
+            "extra": extra,
+        }
+        os.makedirs(self.processed_dir, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.processed_dir, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(payload, fh)
+            os.replace(tmp, path)
+        except BaseException:
+            if osp.exists(tmp):
+                os.unlink(tmp)
+            raise
+        self._loaded = (data, slices, extra)
+
+    @staticmethod
+    def _read(path: str, key: str, fingerprint: str) -> tuple[Data, dict, dict]:
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated / garbage / foreign pickle
+            raise _StaleCache(f"cannot be read ({type(err).__name__}: {err})") from None
+        if not isinstance(payload, dict) or payload.get("format") != CACHE_FORMAT:
+            raise _StaleCache("has an unknown format")
+        if payload.get("key") != key:
+            raise _StaleCache("was written with different options")
+        if payload.get("fingerprint") != fingerprint:
+            raise _StaleCache("was built from different raw files")
+        try:
+            data_dict, slices = payload["data"], payload["slices"]
+            ok = payload["checksum"] == _tensor_checksum(data_dict, slices)
+        except Exception:
+            ok = False
+        if not ok:
+            raise _StaleCache("is corrupted (checksum mismatch)")
+        return Data.from_dict(data_dict), slices, payload.get("extra", {})
+
+
+def file_fingerprint(root: str, relpaths: list[str]) -> str:
+    """Digest of (relative path, size, mtime) of raw files under ``root``, so that edited, added
+    or removed raw files invalidate the cache."""
+    h = hashlib.sha256()
+    for rel in relpaths:
+        st = os.stat(osp.join(root, rel))
+        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()

@@ -1,0 +1,69 @@
+"""Pieces shared by the reference architectures."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import tensorframes as tf
+
+FRAME_FLAVOURS = ("plain", "augment", "pca", "learned")
+
+
+def mlp(*widths: int, act=nn.SiLU) -> nn.Sequential:
+    """Linear layers with ``act`` between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(widths) - 2:
+            layers.append(act())
+    return nn.Sequential(*layers)
+
+
+class FrameBuilder(nn.Module):
+    """Per-point frames for a flavour: identity (plain/augment), PCA, or learned."""
+
+    def __init__(self, flavour: str, k: int = 16):
+        super().__init__()
+        if flavour not in FRAME_FLAVOURS:
+            raise ValueError(f"frames must be one of {FRAME_FLAVOURS}, got {flavour!r}")
+        self.flavour, self.k = flavour, k
+        self.learned = tf.frames.LearnedFrames(k=k) if flavour == "learned" else None
+
+    def forward(self, pos: torch.Tensor, batch: torch.Tensor | None, edge_index: torch.Tensor):
+        if self.flavour in ("plain", "augment"):
+            return tf.frames.identity(pos.shape[0], dtype=pos.dtype, device=pos.device)
+        if self.flavour == "pca":
+            return tf.frames.pca(pos, edge_index=edge_index, batch=batch)
+        return self.learned(pos, batch, edge_index=edge_index)
+
+    def extra_repr(self) -> str:
+        return f"flavour={self.flavour!r}, k={self.k}"
+
+
+def normal_head(in_channels: int, hidden: int) -> nn.Sequential:
+    """MLP to one local vector, initialised to the frame's third axis (0, 0, 1).
+
+    With PCA frames the third axis is the PCA normal, so an untrained model starts at the PCA
+    estimate and learns corrections; other flavours start at an arbitrary fixed direction.
+    """
+    head = mlp(in_channels, hidden, 3)
+    with torch.no_grad():
+        head[-1].weight.mul_(0.1)
+        head[-1].bias.copy_(torch.tensor([0.0, 0.0, 1.0]))
+    return head
+
+
+def check_batch(data) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(pos, batch)`` of a PyG Data/Batch, with a clear error for bad positions."""
+    pos = getattr(data, "pos", None)
+    if not isinstance(pos, torch.Tensor) or pos.dim() != 2 or pos.shape[1] != 3:
+        raise ValueError(
+            f"model input must hold pos of shape (N, 3), got "
+            f"{None if pos is None else tuple(getattr(pos, 'shape', ()))}"
+        )
+    tf.graph.check_finite(pos, "pos")
+    batch = getattr(data, "batch", None)
+    if batch is None:
+        batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
+    return pos, batch

@@ -1,0 +1,102 @@
+import pytest
+import torch
+from torch_geometric.data import Batch, Data
+
+import models
+import tensorframes as tf
+from tensorframes.testing import POSITIONS, assert_equivariant
+
+FRAME_ARCHS = [("pointnet2", f) for f in ("plain", "augment", "pca", "learned")] + [
+    ("dgcnn", f) for f in ("plain", "augment", "pca", "learned")
+]
+SMALL = {
+    "pointnet2": dict(hidden=("4x0n+2x1n+1x2n", "4x0n+2x1n+1x2n", "4x0n+2x1n+1x2n"), width=16,
+                      k=8),
+    "dgcnn": dict(hidden="4x0n+2x1n+1x2n", width=16, k=8, num_layers=2),
+}
+
+
+def _batch(n=96, clouds=2, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    data = []
+    for _ in range(clouds):
+        pos = torch.randn(n, 3, generator=gen) * torch.tensor([2.0, 1.0, 0.5])
+        pos = pos + 0.3 * pos[:, :1] ** 2 * torch.tensor([0.0, 1.0, 0.0])
+        data.append(Data(pos=pos))
+    return Batch.from_data_list(data)
+
+
+def _as_fn(model, batch):
+    def fn(pos):
+        return model(Batch(pos=pos, batch=batch.batch, ptr=batch.ptr))
+
+    return fn
+
+
+@pytest.mark.parametrize("arch, flavour", FRAME_ARCHS)
+def test_output_shape_and_flags(arch, flavour):
+    model = models.build(arch, flavour, **SMALL[arch])
+    batch = _batch()
+    out = model(batch)
+    assert out.shape == (batch.pos.shape[0], 3) and torch.isfinite(out).all()
+    assert model.augment == (flavour == "augment")
+    assert (model.arch, model.flavour) == (arch, flavour)
+
+
+@pytest.mark.parametrize("arch, flavour", [a for a in FRAME_ARCHS if a[1] in ("pca", "learned")])
+def test_frame_models_are_o3_equivariant(arch, flavour):
+    torch.manual_seed(0)
+    model = models.build(arch, flavour, **SMALL[arch]).double()
+    batch = _batch()
+    report = assert_equivariant(_as_fn(model, batch), (batch.pos,), (POSITIONS,), "1x1n",
+                                n_samples=2)
+    assert report["output[0]"] < 1e-10
+
+
+@pytest.mark.parametrize("arch", ["pointnet2", "dgcnn"])
+def test_plain_models_are_not_equivariant(arch):
+    torch.manual_seed(0)
+    model = models.build(arch, "plain", **SMALL[arch]).double()
+    batch = _batch()
+    with pytest.raises(AssertionError, match="not equivariant"):
+        assert_equivariant(_as_fn(model, batch), (batch.pos,), (POSITIONS,), "1x1n",
+                           n_samples=2)
+
+
+def test_build_rejects_unknown_names():
+    with pytest.raises(ValueError, match="unknown arch"):
+        models.build("pointnet3", "pca")
+    with pytest.raises(ValueError, match="unknown flavour"):
+        models.build("dgcnn", "cg")
+
+
+def test_nan_positions_raise_naming_the_index():
+    model = models.build("dgcnn", "pca", **SMALL["dgcnn"])
+    batch = _batch()
+    batch.pos[17, 1] = float("nan")
+    with pytest.raises(ValueError, match="index 17"):
+        model(batch)
+
+
+def test_pca_normals_exact_on_a_clean_sphere():
+    gen = torch.Generator().manual_seed(0)
+    pos = torch.nn.functional.normalize(torch.randn(2000, 3, generator=gen, dtype=torch.float64),
+                                        dim=-1)
+    n = models.pca_normals(Data(pos=pos), k=12)
+    err = torch.rad2deg(torch.acos((n * pos).sum(-1).abs().clamp(max=1)))
+    assert err.mean() < 4.0  # curvature and sampling only (a wrong axis would give ~57 degrees)
+
+
+def test_pca_frame_models_start_at_the_pca_estimate():
+    """The head is initialised to the frame's third axis: an untrained PCA-frame model is close
+    to the PCA estimate (so training learns corrections)."""
+    torch.manual_seed(0)
+    batch = _batch()
+    model = models.build("dgcnn", "pca", **SMALL["dgcnn"])
+    with torch.no_grad():
+        for p in model.head[-1].parameters():
+            p.zero_()
+        model.head[-1].bias.copy_(torch.tensor([0.0, 0.0, 1.0]))
+    out = model(batch)
+    ref = tf.frames.pca(batch.pos, k=8, batch=batch.batch).matrices[:, 2]
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)

@@ -9,22 +9,20 @@
 - pure-torch knn graph against torch-cluster (when it imports);
 - :func:`~tensorframes.frames.gram_schmidt` and :class:`~tensorframes.frames.LearnedFrames`.
 
-Timings are medians over several runs after a warm-up, with contenders interleaved. Returns a
-list of row dicts and prints a markdown table.
+Timings are medians over several runs after a warm-up, with contenders interleaved
+(``_harness.time_interleaved``). ``run`` returns the rows; ``main`` also prints a markdown table.
+Run with ``python -m tensorframes.bench frames`` or ``python -m tensorframes.bench.frames``.
 """
 
 from __future__ import annotations
-
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
 
 from .. import graph
 from ..frames import LearnedFrames, gram_schmidt, pca
+from ._harness import format_seconds, markdown_table, time_interleaved
 
-__all__ = ["naive_pca", "run"]
+__all__ = ["main", "naive_pca", "run"]
 
 
 def naive_pca(pos: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
@@ -52,88 +50,74 @@ def _clouds(b: int, n: int, device, generator: torch.Generator) -> tuple[torch.T
     return v.to(device), batch.to(device)
 
 
-def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _time(fns: dict[str, Callable[[], object]], repeats: int, device) -> dict[str, float]:
-    """Median seconds per contender; one warm-up each, then interleaved repeats."""
-    for f in fns.values():
-        f()
-    _sync(device)
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            f()
-            _sync(device)
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
-def run(quick: bool = False, device="cpu") -> list[dict]:
-    """Run the benchmark; returns rows ``{task, contender, seconds, points_per_s, speedup}``."""
+def run(quick: bool = False, device="cpu", repeats: int | None = None) -> list[dict]:
+    """Run the benchmark; one row per contender (``median_s`` in seconds, ``points/s``,
+    ``speed-up`` against the row's baseline)."""
     b, n, k = (4, 2048, 16) if quick else (16, 8192, 16)
-    repeats = 3 if quick else 5
+    repeats = repeats or (3 if quick else 5)
     g = torch.Generator().manual_seed(0)
     pos, batch = _clouds(b, n, device, g)
     total = b * n
     rows: list[dict] = []
 
-    def add(task, res, base):
-        for name, sec in res.items():
-            rows.append({"task": task, "contender": name, "seconds": sec,
-                         "points_per_s": total / sec,
-                         "speedup": res[base] / sec if base else float("nan")})
+    def add(task, timings, base):
+        for name, t in timings.items():
+            sp = timings[base].median / t.median if base in timings else None
+            rows.append({"task": task, "contender": name, "points": total,
+                         "median": format_seconds(t.median), "min": format_seconds(t.min),
+                         "max": format_seconds(t.max), "points/s": f"{total / t.median:.3g}",
+                         "speed-up": f"{sp:.2f}x" if sp is not None else "",
+                         "baseline": base if base in timings else "", "median_s": t.median})
 
     ei = graph.knn_graph(pos, k, batch)
     with torch.no_grad():
-        res = _time({"tensorframes.pca": lambda: pca(pos, edge_index=ei),
-                     "naive eigh": lambda: naive_pca(pos, ei)}, repeats, device)
-    add(f"pca frames ({b}x{n}, k={k}, graph given)", res, "naive eigh")
+        t = time_interleaved({"tensorframes.frames.pca": lambda: pca(pos, edge_index=ei),
+                              "naive eigh": lambda: naive_pca(pos, ei)},
+                             repeats=repeats, device=device)
+    add(f"pca frames ({b}x{n}, k={k}, graph given)", t, "naive eigh")
 
     knn_fns = {"pure torch": lambda: graph.knn_graph(pos, k, batch, backend="torch")}
-    if graph.WITH_TORCH_CLUSTER and torch.device(device).type == "cpu" or (
-            graph.WITH_TORCH_CLUSTER and torch.device(device).type == "cuda"):
+    if graph.WITH_TORCH_CLUSTER:
         knn_fns["torch-cluster"] = lambda: graph.knn_graph(pos, k, batch, backend="cluster")
-    res = _time(knn_fns, max(1, repeats - 2), device)
-    add(f"knn graph ({b}x{n}, k={k})", res,
-        "torch-cluster" if "torch-cluster" in res else None)
+    t = time_interleaved(knn_fns, repeats=max(1, repeats - 2), device=device)
+    add(f"knn graph ({b}x{n}, k={k})", t, "torch-cluster")
 
     u, v, w = (torch.randn(total, 3, generator=g).to(device) for _ in range(3))
     with torch.no_grad():
-        res = _time({"gram_schmidt O(3)": lambda: gram_schmidt(u, v, w)}, repeats, device)
-    add(f"gram_schmidt ({total} nodes)", res, None)
+        t = time_interleaved({"gram_schmidt (O(3), 3 vectors)": lambda: gram_schmidt(u, v, w)},
+                             repeats=repeats, device=device)
+    add(f"gram_schmidt ({total} nodes)", t, "")
 
     model = LearnedFrames(0, 32, k=k).to(device)
     with torch.no_grad():
-        res = _time({"LearnedFrames fwd": lambda: model(pos, batch, edge_index=ei)},
-                    repeats, device)
-    add(f"LearnedFrames ({b}x{n}, k={k}, graph given)", res, None)
-    _print(rows)
+        t = time_interleaved({"LearnedFrames(hidden=32) forward":
+                              lambda: model(pos, batch, edge_index=ei)},
+                             repeats=repeats, device=device)
+    add(f"LearnedFrames ({b}x{n}, k={k}, graph given)", t, "")
     return rows
 
 
-def _print(rows: list[dict]) -> None:
-    print("| task | contender | median s | points/s | speedup vs baseline |")
-    print("|---|---|---:|---:|---:|")
-    for r in rows:
-        sp = "" if r["speedup"] != r["speedup"] else f"{r['speedup']:.2f}x"
-        print(f"| {r['task']} | {r['contender']} | {r['seconds']:.4f} | "
-              f"{r['points_per_s']:.3g} | {sp} |")
+COLUMNS = ["task", "contender", "median", "min", "max", "points/s", "speed-up", "baseline"]
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(quick: bool = False, device: str = "cpu") -> list[dict]:
+    """Run, print the markdown table, return the rows."""
+    rows = run(quick=quick, device=device)
+    print("## frames: PCA frames (vs naive eigh), knn (pure torch vs torch-cluster), "
+          "gram_schmidt, LearnedFrames\n")
+    print(markdown_table(rows, COLUMNS))
+    return rows
+
+
+def _cli(argv: list[str] | None = None) -> None:
     import argparse
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m tensorframes.bench.frames")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--device", default="cpu")
     a = p.parse_args(argv)
-    run(quick=a.quick, device=a.device)
+    main(quick=a.quick, device=a.device)
 
 
 if __name__ == "__main__":
-    main()
+    _cli()

@@ -1,0 +1,29 @@
+"""Local frames: the :class:`Frames` container and the ways to build them.
+
+- :func:`pca`: local PCA with per-axis sign disambiguation (O(3)-equivariant),
+- :func:`gram_schmidt`: frames from equivariant vectors,
+- :class:`LearnedFrames`: a small equivariant network predicting frames,
+- :func:`identity`, :func:`random`, :func:`random_global`: baselines.
+"""
+
+from ._baselines import identity, random, random_global
+from ._eigh3 import eigh3
+from ._frames import Frames
+from ._gram_schmidt import gram_schmidt
+from ._learned import LearnedFrames
+from ._pca import AMBIGUITY_THRESHOLD, GAP_TOL, SKEW_TOL, PCAInfo, pca
+
+__all__ = [
+    "AMBIGUITY_THRESHOLD",
+    "GAP_TOL",
+    "SKEW_TOL",
+    "Frames",
+    "LearnedFrames",
+    "PCAInfo",
+    "eigh3",
+    "gram_schmidt",
+    "identity",
+    "pca",
+    "random",
+    "random_global",
+]

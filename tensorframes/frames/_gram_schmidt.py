@@ -1,0 +1,103 @@
+r"""Frames from equivariant vectors by Gram-Schmidt orthogonalisation."""
+
+from __future__ import annotations
+
+import torch
+
+from ._frames import Frames
+
+__all__ = ["gram_schmidt"]
+
+
+def _safe_norm(x: torch.Tensor) -> torch.Tensor:
+    """``|x|`` along the last axis with a finite gradient everywhere (zero at ``x = 0``)."""
+    sq = (x * x).sum(-1, keepdim=True)
+    tiny = torch.finfo(x.dtype).tiny
+    return torch.where(sq > tiny, sq, torch.full_like(sq, tiny)).sqrt()
+
+
+def _bump(t: torch.Tensor) -> torch.Tensor:
+    """Smooth blend weight: ``(1 - t)^2`` for ``t < 1``, else 0 (C^1)."""
+    return (1 - t).clamp_min(0) ** 2
+
+
+def _least_aligned_axis(e: torch.Tensor) -> torch.Tensor:
+    """Unit vector orthogonal to unit ``e``: the world axis with the smallest ``|e_k|``
+    (lowest ``k`` on ties), projected orthogonally to ``e`` and normalised."""
+    k = e.detach().abs().argmin(-1, keepdim=True)
+    c = torch.zeros_like(e).scatter_(-1, k, 1.0)
+    b = c - (c * e).sum(-1, keepdim=True) * e
+    return b / _safe_norm(b)
+
+
+def gram_schmidt(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor | None = None, *,
+                 eps: float = 1e-6) -> Frames:
+    r"""Frames from two (or three) equivariant vectors per node.
+
+    Rows of the frame:
+
+    .. math::
+        e_1 = \frac{u}{|u|},\quad e_2 = \frac{v - (v\cdot e_1) e_1}{|\cdot|},\quad
+        e_3 = \sigma\, e_1 \times e_2,\quad
+        \sigma = \begin{cases} 1 & w = \text{None}\ (\mathrm{SO}(3))\\
+        \operatorname{sign}(w\cdot(e_1\times e_2))\ (+1 \text{ at } 0) & \text{else (O(3))}
+        \end{cases}
+
+    so ``gram_schmidt(g u, g v, g w) = gram_schmidt(u, v, w) g^T`` for ``g`` in SO(3) without
+    ``w`` and for all of O(3) with ``w`` (a pseudo-vector-free handedness from a third vector).
+
+    Degenerate inputs (deterministic, NaN-free values and gradients; ``eps`` is absolute, in the
+    units of ``u`` and ``v``):
+
+    - ``|u| < eps``: ``u`` is blended with ``eps * (1, 0, 0)``:
+      ``u' = u + eps (1 - |u|/eps)^2 (1, 0, 0)``, so ``u = 0`` gives ``e_1 = (1, 0, 0)``;
+    - ``|v_perp| < eps`` (``v`` near-parallel to ``u`` or near zero): ``v_perp`` is blended
+      with ``eps * b`` where ``b`` is the world axis least aligned with ``e_1`` (smallest
+      ``|e_1[k]|``, lowest ``k`` on ties) projected orthogonally to ``e_1``:
+      ``v' = v_perp + eps (1 - |v_perp|/eps)^2 b``.
+
+    (No continuous fallback exists on all of R^3 -- hairy-ball theorem -- so each blend has an
+    isolated cancellation point; there the fallback direction itself is used.)
+
+    Args:
+        u, v (Tensor): ``(N, 3)`` vectors.
+        w (Tensor, optional): ``(N, 3)`` vectors fixing the handedness (O(3) frames).
+        eps (float): blending scale (default ``1e-6``).
+
+    Returns:
+        :class:`Frames` ``(N, 3, 3)``.
+    """
+    for name, t in (("u", u), ("v", v), ("w", w)):
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor) or t.dim() != 2 or t.shape[-1] != 3:
+            raise ValueError(f"{name} must be a tensor of shape (N, 3), "
+                             f"got {getattr(t, 'shape', type(t).__name__)}")
+        if t.shape != u.shape:
+            raise ValueError(f"u and {name} must have the same shape, got {tuple(u.shape)} "
+                             f"and {tuple(t.shape)}")
+    if not u.is_floating_point():
+        raise TypeError(f"u must be floating point, got {u.dtype}")
+
+    ex = torch.zeros_like(u)
+    ex[:, 0] = 1.0
+    nu = _safe_norm(u)
+    u2 = u + eps * _bump(nu / eps) * ex
+    n2 = _safe_norm(u2)
+    ok = n2 > eps * 1e-3
+    e1 = torch.where(ok, u2 / torch.where(ok, n2, torch.ones_like(n2)), ex)
+
+    vp = v - (v * e1).sum(-1, keepdim=True) * e1
+    b = _least_aligned_axis(e1)
+    nv = _safe_norm(vp)
+    v2 = vp + eps * _bump(nv / eps) * b
+    v2 = v2 - (v2 * e1).sum(-1, keepdim=True) * e1
+    m2 = _safe_norm(v2)
+    ok = m2 > eps * 1e-3
+    e2 = torch.where(ok, v2 / torch.where(ok, m2, torch.ones_like(m2)), b)
+
+    e3 = torch.linalg.cross(e1, e2, dim=-1)
+    if w is not None:
+        s = (w * e3).sum(-1, keepdim=True)
+        e3 = torch.where(s < 0, -e3, e3)
+    return Frames(torch.stack([e1, e2, e3], 1))

@@ -1,0 +1,236 @@
+import pytest
+import torch
+
+from tensorframes import graph
+
+
+def _cloud(n, d=3, seed=0, dtype=torch.float32):
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def _brute_knn(x, y, k, bx, by):
+    """float64 brute force: per query the k nearest (distance, index)-ordered."""
+    x, y = x.double(), y.double()
+    out = []
+    for q in range(y.shape[0]):
+        cand = (bx == by[q]).nonzero().flatten()
+        d = ((x[cand] - y[q]) ** 2).sum(-1)
+        order = sorted(range(len(cand)), key=lambda t: (float(d[t]), int(cand[t])))[:k]
+        out.append([int(cand[t]) for t in order])
+    return out
+
+
+def _groups(ei, m):
+    return [ei[1][ei[0] == q].tolist() for q in range(m)]
+
+
+@pytest.fixture(autouse=True)
+def _torch_backend():
+    with graph.use_backend("torch"):
+        yield
+
+
+def test_knn_matches_bruteforce_with_batches():
+    x, y = _cloud(300, seed=1), _cloud(90, seed=2)
+    bx = torch.tensor([0] * 100 + [1] * 150 + [2] * 50)
+    by = torch.tensor([0] * 30 + [1] * 30 + [3] * 30)  # batch 3 has no x: no edges
+    ei = graph.knn(x, y, 7, bx, by)
+    ref = _brute_knn(x, y, 7, bx, by)
+    assert _groups(ei, 90) == ref
+    assert ei.shape[1] == 60 * 7
+    # row 0 indexes y, row 1 indexes x
+    assert int(ei[0].max()) < 90 and (bx[ei[1]] == by[ei[0]]).all()
+
+
+def test_knn_chunking_is_exact_and_k_larger_than_cloud():
+    x = _cloud(500, seed=3)
+    b = torch.tensor([0] * 7 + [1] * 493)
+    full = graph.knn(x, x, 10, b, b, chunk_size=10 ** 9)
+    for cs in (1, 37, 1000):
+        assert torch.equal(graph.knn(x, x, 10, b, b, chunk_size=cs), full)
+    assert (full[0] < 7).sum() == 7 * 7  # cloud of 7 points: all 7 neighbours
+
+
+def test_knn_ties_lower_index_first():
+    x = torch.tensor([[1.0, 0, 0], [0, 0, 0], [1.0, 0, 0], [-1.0, 0, 0], [1.0, 0, 0]])
+    ei = graph.knn(x, torch.zeros(1, 3), 3)
+    assert ei[1].tolist() == [1, 0, 2]
+    ei = graph.knn(x, torch.tensor([[1.0, 0, 0]]), 4)
+    assert ei[1].tolist() == [0, 2, 4, 1]
+    xd = x.double()
+    assert graph.knn(xd, torch.zeros(1, 3, dtype=torch.float64), 3)[1].tolist() == [1, 0, 2]
+
+
+def test_knn_graph_loop_and_flow():
+    x = _cloud(120, seed=4)
+    b = torch.tensor([0] * 60 + [1] * 60)
+    ei = graph.knn_graph(x, 5, b)
+    assert ei.shape == (2, 600)
+    assert (ei[0] != ei[1]).all()
+    ref = _brute_knn(x, x, 6, b, b)
+    for i in range(120):
+        assert sorted(ei[0][ei[1] == i].tolist()) == sorted(set(ref[i]) - {i})
+    t2s = graph.knn_graph(x, 5, b, flow="target_to_source")
+    assert torch.equal(t2s, ei.flip(0))
+    loop = graph.knn_graph(x, 5, b, loop=True)
+    assert loop.shape == (2, 600) and (loop[0] == loop[1]).sum() == 120
+    with pytest.raises(ValueError, match="flow"):
+        graph.knn_graph(x, 5, flow="sideways")
+
+
+def test_radius_matches_bruteforce_and_truncation():
+    x = _cloud(200, seed=5)
+    b = torch.tensor([0] * 120 + [1] * 80)
+    ei = graph.radius(x, x, 0.9, b, b, max_num_neighbors=1000)
+    d = torch.cdist(x.double(), x.double())
+    same = b[:, None] == b[None, :]
+    ref = ((d < 0.9) & same).nonzero()
+    got = torch.stack([ei[0], ei[1]], 1)
+    assert sorted(map(tuple, got.tolist())) == sorted(map(tuple, ref.tolist()))
+    # truncation keeps the nearest ones
+    tr = graph.radius(x, x, 0.9, b, b, max_num_neighbors=3)
+    nn3 = _brute_knn(x, x, 3, b, b)
+    for q in range(200):
+        inside = [j for j in nn3[q] if d[q, j] < 0.9]
+        assert tr[1][tr[0] == q].tolist() == inside
+    # chunking
+    assert torch.equal(graph.radius(x, x, 0.9, b, b, 16, chunk_size=50),
+                       graph.radius(x, x, 0.9, b, b, 16))
+    g = graph.radius_graph(x, 0.5, b)
+    assert (g[0] != g[1]).all() and (d[g[0], g[1]] < 0.5).all()
+    assert torch.equal(graph.radius_graph(x, 0.5, b, flow="target_to_source"), g.flip(0))
+
+
+def _brute_fps(x, n):
+    x = x.double()
+    out = [0]
+    dist = ((x - x[0]) ** 2).sum(-1)
+    for _ in range(1, n):
+        i = int(dist.argmax())
+        out.append(i)
+        dist = torch.minimum(dist, ((x - x[i]) ** 2).sum(-1))
+    return out
+
+
+def test_fps_deterministic_and_batched():
+    x = _cloud(150, seed=6)
+    b = torch.tensor([0] * 100 + [1] * 50)
+    idx = graph.fps(x, b, ratio=0.25, random_start=False)
+    assert idx.tolist() == _brute_fps(x[:100], 25) + [100 + i for i in _brute_fps(x[100:], 13)]
+    r1 = graph.fps(x, b, 0.25, True, generator=torch.Generator().manual_seed(0))
+    r2 = graph.fps(x, b, 0.25, True, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(r1, r2) and len(r1) == 38
+    assert len(set(r1[:25].tolist())) == 25 and (r1[:25] < 100).all()
+    with pytest.raises(ValueError, match="ratio"):
+        graph.fps(x, ratio=0.0)
+
+
+def test_input_validation():
+    x = _cloud(10)
+    x[4, 2] = float("nan")
+    with pytest.raises(ValueError, match="index 4"):
+        graph.knn(x, _cloud(3), 2)
+    with pytest.raises(ValueError, match="index 4"):
+        graph.knn_graph(x, 2)
+    y = _cloud(10)
+    y[6, 0] = float("-inf")
+    with pytest.raises(ValueError, match="index 6"):
+        graph.radius(_cloud(10), y, 1.0)
+    with pytest.raises(ValueError, match="index 6"):
+        graph.fps(y)
+    with pytest.raises(ValueError, match="sorted"):
+        graph.knn_graph(_cloud(4), 2, torch.tensor([0, 1, 0, 1]))
+    with pytest.raises(ValueError, match="shape"):
+        graph.knn_graph(_cloud(4), 2, torch.tensor([0, 0, 1]))
+    with pytest.raises(ValueError, match="k must"):
+        graph.knn_graph(_cloud(4), 0)
+    with pytest.raises(ValueError, match="backend"):
+        graph.knn_graph(_cloud(4), 2, backend="nope")
+    assert graph.knn(_cloud(0), _cloud(3), 2).shape == (2, 0)
+
+
+def test_backend_switch():
+    assert graph.get_backend() == "torch"
+    with graph.use_backend("auto"):
+        assert graph.get_backend() == "auto"
+    assert graph.get_backend() == "torch"
+
+
+# ---------------------------------------------------------------- torch-cluster comparisons
+@pytest.mark.cluster
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_knn_equals_torch_cluster(dtype):
+    import torch_cluster
+
+    x, y = _cloud(3000, dtype=dtype, seed=7), _cloud(700, dtype=dtype, seed=8)
+    bx, by = torch.arange(3000) // 1000, (torch.arange(700) // 250).clamp_max(2)
+    ref = torch_cluster.knn(x, y, 16, bx, by)
+    assert torch.equal(graph.knn(x, y, 16, bx, by, backend="torch", chunk_size=5000), ref)
+    assert torch.equal(graph.knn(x, y, 16, bx, by, backend="cluster"), ref)
+    ref_g = torch_cluster.knn_graph(x, 12, bx, flow="source_to_target")
+    assert torch.equal(graph.knn_graph(x, 12, bx, backend="torch"), ref_g)
+
+
+@pytest.mark.cluster
+def test_knn_ties_same_distance_multiset_as_torch_cluster():
+    import torch_cluster
+
+    g = torch.stack(torch.meshgrid(*[torch.arange(5.0)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    a, c = torch_cluster.knn(g, g, 9), graph.knn(g, g, 9, backend="torch")
+    assert torch.equal(a[0], c[0])
+    da = ((g[a[0]] - g[a[1]]) ** 2).sum(-1)
+    dc = ((g[c[0]] - g[c[1]]) ** 2).sum(-1)
+    assert torch.equal(da, dc)  # same distances in the same order; tied members may differ
+    small = torch.tensor([[0.0, 0, 0], [1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0]])
+    # one KD-tree leaf (<= 10 points): torch-cluster also keeps the lower index
+    assert torch.equal(torch_cluster.knn(small, small[:1], 3),
+                       graph.knn(small, small[:1], 3, backend="torch"))
+
+
+@pytest.mark.cluster
+def test_radius_and_fps_equal_torch_cluster():
+    import torch_cluster
+
+    x = _cloud(2000, seed=9)
+    b = torch.arange(2000) // 700
+    ref = torch_cluster.radius(x, x, 0.6, b, b, max_num_neighbors=10 ** 6)
+    got = graph.radius(x, x, 0.6, b, b, max_num_neighbors=10 ** 6, backend="torch")
+    key = lambda e: (e[0] * 10 ** 6 + e[1]).sort().values  # noqa: E731
+    assert torch.equal(key(ref), key(got))
+    assert torch.equal(torch_cluster.fps(x, b, 0.3, random_start=False),
+                       graph.fps(x, b, 0.3, random_start=False, backend="torch"))
+    xd = torch.randint(0, 3, (300, 3)).float()  # many exact ties
+    assert torch.equal(torch_cluster.fps(xd, None, 0.5, False),
+                       graph.fps(xd, None, 0.5, False, backend="torch"))
+
+
+def _grid_clouds():
+    g = torch.Generator().manual_seed(11)
+    blob = torch.randn(1200, 3, generator=g)
+    flat = torch.randn(1000, 3, generator=g) * torch.tensor([1.0, 1.0, 1e-3])
+    lattice = torch.stack(torch.meshgrid(*[torch.arange(9.0)] * 3, indexing="ij"),
+                          -1).reshape(-1, 3)  # massive exact ties
+    dup = torch.randn(200, 3, generator=g).repeat(3, 1)  # exact duplicates
+    x = torch.cat([blob, flat, lattice, dup])
+    b = torch.repeat_interleave(torch.arange(4), torch.tensor([1200, 1000, 729, 600]))
+    return x, b
+
+
+@pytest.mark.parametrize("k", [1, 8, 17])
+def test_grid_knn_equals_bruteforce_path(k):
+    x, b = _grid_clouds()
+    g = torch.Generator().manual_seed(12)
+    y = torch.randn(400, 3, generator=g) * 2.5  # many queries outside the clouds' boxes
+    by = torch.arange(400) // 100
+    for xx, yy, bx_, by_ in ((x, x, b, b), (x, y, b, by)):
+        fast = graph._knn_torch(xx, yy, k, bx_, by_, 1 << 16, grid=True)
+        slow = graph._knn_torch(xx, yy, k, bx_, by_, 1 << 22, grid=False)
+        assert torch.equal(fast, slow)
+
+
+def test_grid_radius_equals_bruteforce_path():
+    x, b = _grid_clouds()
+    for r, m in ((0.3, 1000), (1.0, 7)):
+        fast = graph._radius_torch(x, x, r, b, b, m, 1 << 16, grid=True)
+        slow = graph._radius_torch(x, x, r, b, b, m, 1 << 22, grid=False)
+        assert torch.equal(fast, slow)

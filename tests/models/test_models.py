@@ -100,3 +100,15 @@ def test_pca_frame_models_start_at_the_pca_estimate():
     out = model(batch)
     ref = tf.frames.pca(batch.pos, k=8, batch=batch.batch).matrices[:, 2]
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("product", ["cg", "gaunt"])
+def test_tp_baseline_is_o3_equivariant(product):
+    torch.manual_seed(0)
+    model = models.build("tp", product, hidden="4x0e+2x1o+1x2e", k=8).double()
+    batch = _batch(n=48)
+    out = model(batch)
+    assert out.shape == (batch.pos.shape[0], 3)
+    report = assert_equivariant(_as_fn(model, batch), (batch.pos,), (POSITIONS,), "1x1o",
+                                n_samples=2)
+    assert report["output[0]"] < 1e-10

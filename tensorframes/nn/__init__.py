@@ -3,12 +3,14 @@
 from ._base import TFMessagePassing
 from ._frame_ops import EdgeFrames, to_global, to_local
 from ._pool import ToGlobal, ToLocal, global_pool, knn_interpolate
+from ._tpconv import TPConv
 from ._wrap import FrameWrapped, wrap
 
 __all__ = [
     "EdgeFrames",
     "FrameWrapped",
     "TFMessagePassing",
+    "TPConv",
     "ToGlobal",
     "ToLocal",
     "global_pool",

@@ -107,7 +107,7 @@ def test_tp_baseline_is_o3_equivariant(product):
     torch.manual_seed(0)
     model = models.build("tp", product, hidden="4x0e+2x1o+1x2e", k=8).double()
     batch = _batch(n=48)
-    out = model(batch)
+    out = _as_fn(model, batch)(batch.pos.double())
     assert out.shape == (batch.pos.shape[0], 3)
     report = assert_equivariant(_as_fn(model, batch), (batch.pos,), (POSITIONS,), "1x1o",
                                 n_samples=2)

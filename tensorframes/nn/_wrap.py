@@ -103,7 +103,7 @@ class _Expansion:
         copy_index = self.n_slots + torch.arange(src.shape[0], device=src.device)
         # self loops point at their slot so that layers recognise them as self loops
         self.slot = torch.where(src == dst, src, copy_index)
-        self._slot_rel = None
+        self._gather_cache = None
 
     @property
     def rel(self) -> torch.Tensor:
@@ -120,11 +120,18 @@ class _Expansion:
         ei = torch.stack([self.slot, self.dst])
         return ei if self.flow == "source_to_target" else ei.flip(0)
 
-    def slot_rel(self) -> torch.Tensor:
-        if self._slot_rel is None:
+    def _gather(self):
+        """Source row of every expanded source and the matrix carrying it into its target.
+
+        One gather and one transform produce all ``M + E`` sources, so no concatenation pass
+        over the edge copies is needed. Slots carry ``R_n R_n^T = 1`` on ordinary graphs.
+        """
+        if self._gather_cache is None:
             m = self.n_slots
-            self._slot_rel = self.R_dst[:m] @ self.R_src[:m].transpose(-1, -2)
-        return self._slot_rel
+            index = torch.cat([torch.arange(m, device=self.src.device), self.src])
+            slot_rel = self.R_dst[:m] @ self.R_src[:m].transpose(-1, -2)
+            self._gather_cache = index, torch.cat([slot_rel, self.rel])
+        return self._gather_cache
 
     def local(self, value, reps: Reps, name: str):
         """``(sources, dst)`` for a local feature: copies carry ``rho(R_i R_j^T) x_j``."""
@@ -134,13 +141,8 @@ class _Expansion:
         _check_rows(x_src, self.n_src, reps, name, "source")
         if x_dst is not None and x_dst is not x_src:
             _check_rows(x_dst, self.n_dst, reps, name, "target")
-        rel = self.rel.to(x_src.dtype)
-        copies = reps.transform(x_src.index_select(0, self.src), rel)
-        if self.bipartite:
-            slots = reps.transform(x_src[: self.n_slots], self.slot_rel().to(x_src.dtype))
-        else:
-            slots = x_src  # R_i R_i^T = 1: a self loop carries x_i unchanged
-        return torch.cat([slots, copies]), x_dst
+        index, rel = self._gather()
+        return reps.transform(x_src.index_select(0, index), rel.to(x_src.dtype)), x_dst
 
     def world(self, value, reps: Reps, name: str):
         """``(sources, dst)`` for a world-frame input: ``R_i p_j`` on copies, ``R_i p_i`` on i."""
@@ -149,18 +151,18 @@ class _Expansion:
             return value
         _check_rows(p_src, self.n_src, reps, name, "source")
         R_dst = self.R_dst.to(p_src.dtype)
-        copies = reps.transform(
-            p_src.index_select(0, self.src), R_dst.index_select(0, self.dst)
-        )
-        slots = reps.transform(p_src[: self.n_slots], R_dst[: self.n_slots])
+        index, _ = self._gather()
+        receivers = torch.cat([torch.arange(self.n_slots, device=index.device), self.dst])
+        sources = reps.transform(p_src.index_select(0, index), R_dst.index_select(0, receivers))
         if p_dst is None:
             dst = None
-        elif p_dst is p_src:
-            dst = slots if self.n_slots == self.n_dst else reps.transform(p_dst, R_dst)
+        elif p_dst is p_src and self.n_slots == self.n_dst:
+            dst = sources[: self.n_dst]  # slot n is node n in its own frame
         else:
-            _check_rows(p_dst, self.n_dst, reps, name, "target")
+            if p_dst is not p_src:
+                _check_rows(p_dst, self.n_dst, reps, name, "target")
             dst = reps.transform(p_dst, R_dst)
-        return torch.cat([slots, copies]), dst
+        return sources, dst
 
 
 class FrameWrapped(nn.Module):

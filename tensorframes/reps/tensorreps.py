@@ -258,9 +258,11 @@ class TensorReps(Reps):
     def transform(self, x: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
         """Return ``rho(R) x`` for ``x`` of shape ``(..., dim)`` and ``R`` of shape ``(..., d, d)``.
 
-        An order-k block is contracted with ``R`` once per tensor index (``k d^(k+1)``
-        multiply-adds per tensor instead of ``d^(2k)`` for the dense matrix); pseudo-tensor blocks
-        are multiplied by ``det(R)``. Leading shapes broadcast. No Python loop over leading
+        An order-k block (k >= 3) is contracted with ``R`` once per tensor index (``k d^(k+1)``
+        multiply-adds per tensor instead of ``d^(2k)`` for the dense matrix); order 2 uses the
+        ``d^2 x d^2`` matrix ``R (x) R``, built once per call, which is faster on CPU than two
+        contractions with their permutation copies; pseudo-tensor blocks are multiplied by
+        ``det(R)``. Leading shapes broadcast. No Python loop over leading
         entries or multiplicity.
 
         Shapes:
@@ -270,6 +272,7 @@ class TensorReps(Reps):
         lead = torch.broadcast_shapes(x.shape[:-1], R.shape[:-2])
         d = self._d
         det = torch.linalg.det(R) if any(b.rep.parity == "p" for b in self._blocks) else None
+        kron2 = None  # R (x) R, built once per call if an order-2 block needs it
         out = []
         for block, sl in zip(self._blocks, self.slices()):
             k = block.rep.order
@@ -279,6 +282,13 @@ class TensorReps(Reps):
                 continue
             if k == 0:
                 yb = xb.expand(*lead, xb.shape[-1])
+            elif k == 2:
+                # (R X R^T) as one (d^2 x d^2) matrix per element: a single batched matmul on
+                # the contiguous (..., mul, d^2) view, no permutation copies
+                if kron2 is None:
+                    kron2 = tensor_power_matrix(R, 2)
+                yb = torch.matmul(xb.unflatten(-1, (block.mul, d * d)), kron2.transpose(-1, -2))
+                yb = yb.flatten(-2)
             else:
                 yb = _apply_tensor_power(xb.unflatten(-1, (block.mul, d**k)), R, k, d)
                 yb = yb.flatten(-2)
@@ -332,12 +342,6 @@ def _apply_tensor_power(x: torch.Tensor, R: torch.Tensor, k: int, d: int) -> tor
     """Apply ``R`` to every one of the ``k`` tensor indices of ``x``: ``(..., mul, d**k)``."""
     if k == 1:
         return torch.einsum("...ij,...mj->...mi", R, x)
-    if k == 2:
-        x = x.unflatten(-1, (d, d))
-        # (R X R^T)_{ij} = R_ia X_ab R_jb, as two contractions of d multiply-adds each
-        y = torch.einsum("...ia,...mab->...mib", R, x)
-        y = torch.einsum("...jb,...mib->...mij", R, y)
-        return y.flatten(-2)
     # general order: contract one index at a time; the viewed shape is (..., mul, a, d, b)
     y = x
     for axis in range(k):
@@ -349,8 +353,12 @@ def _apply_tensor_power(x: torch.Tensor, R: torch.Tensor, k: int, d: int) -> tor
 def tensor_power_matrix(R: torch.Tensor, k: int) -> torch.Tensor:
     """``R^{(x)k}`` as a dense ``(..., d**k, d**k)`` matrix (row-major index flattening)."""
     d = R.shape[-1]
-    M = torch.ones(*R.shape[:-2], 1, 1, dtype=R.dtype, device=R.device)
-    for _ in range(k):
-        M = torch.einsum("...ab,...ij->...aibj", M, R)
-        M = M.reshape(*M.shape[:-4], M.shape[-4] * d, M.shape[-2] * d)
+    if k == 0:
+        return torch.ones(*R.shape[:-2], 1, 1, dtype=R.dtype, device=R.device)
+    M = R
+    for _ in range(k - 1):
+        n = M.shape[-1]
+        M = (M[..., :, None, :, None] * R[..., None, :, None, :]).reshape(
+            *R.shape[:-2], n * d, n * d
+        )
     return M

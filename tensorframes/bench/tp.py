@@ -1,0 +1,188 @@
+"""Benchmark suite ``tp``: tensor products versus e3nn's, in the "Price of Freedom" setup.
+
+Baseline: e3nn 0.6 ``o3.FullyConnectedTensorProduct`` with the same irreps (so the same paths,
+float32, CPU). Contenders: our CG product (``method="dense"`` and ``"sparse"``), the Gaunt product
+(``"fourier"`` and ``"grid"``) and the vector Gaunt product, all with single-copy irreps
+(``channels=1``). Settings, for degree ``L`` (parity of the spherical harmonics):
+
+* ``single/single``: ``1xL (x) 1xL -> 1xL`` (one output irrep; Gaunt realises it only for even L);
+* ``single/many``: ``1xL (x) 1xL -> every l <= 2L`` (both parities);
+* ``many/many``: ``0..L (x) 0..L -> every l <= 2L`` (both parities).
+
+Reported per product and L: median time (interleaved harness), speed relative to e3nn, the
+expressivity (:func:`tensorframes.o3.expressivity`, small L only: it is a Jacobian rank), and the
+growth exponent ``a`` of ``time ~ L^a`` fitted by least squares on log-log.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+from ..o3._expressivity import expressivity
+from ..o3._gaunt import GauntTensorProduct, VectorGauntTensorProduct
+from ..o3._tensor_product import FullyConnectedTensorProduct
+from ._harness import format_seconds, markdown_table, time_interleaved
+
+SETTINGS = ("single/single", "single/many", "many/many")
+PRODUCTS = ("e3nn", "CG dense", "CG sparse", "Gaunt fourier", "Gaunt grid", "vector Gaunt")
+BASELINE = "e3nn 0.6 FullyConnectedTensorProduct, same irreps and paths, float32"
+
+
+def _ir(l: int, p: int | None = None) -> str:
+    p = (-1) ** l if p is None else p
+    return f"{l}{'e' if p == 1 else 'o'}"
+
+
+def irreps_for(setting: str, L: int) -> tuple[str, str, str]:
+    """``(irreps_in1, irreps_in2, irreps_out)`` of a setting."""
+    if setting == "single/single":
+        return _ir(L), _ir(L), _ir(L, 1)
+    both = "+".join(f"{_ir(l, 1)}+{_ir(l, -1)}" for l in range(2 * L + 1))
+    if setting == "single/many":
+        return _ir(L), _ir(L), both
+    if setting == "many/many":
+        sh = "+".join(_ir(l) for l in range(L + 1))
+        return sh, sh, both
+    raise ValueError(f"unknown setting {setting!r}; expected one of {SETTINGS}")
+
+
+def _build(name: str, i1: str, i2: str, io: str):
+    if name == "e3nn":
+        try:
+            from e3nn import o3
+        except ImportError:
+            return None
+        return o3.FullyConnectedTensorProduct(i1, i2, io)
+    if name.startswith("CG"):
+        return FullyConnectedTensorProduct(i1, i2, io, method=name.split()[1])
+    if name.startswith("Gaunt"):
+        return GauntTensorProduct(i1, i2, io, method=name.split()[1], channels=1)
+    return VectorGauntTensorProduct(i1, i2, io, channels=1)
+
+
+def _no_grad_call(m, x1, x2):
+    def f():
+        with torch.no_grad():
+            return m(x1, x2)
+
+    return f
+
+
+def growth_exponent(Ls, times) -> float:
+    """Least-squares slope of ``log t`` against ``log L``."""
+    x = torch.tensor([math.log(L) for L in Ls], dtype=torch.float64)
+    y = torch.tensor([math.log(t) for t in times], dtype=torch.float64)
+    if len(x) < 2:
+        return float("nan")
+    xm, ym = x.mean(), y.mean()
+    return float(((x - xm) * (y - ym)).sum() / ((x - xm) ** 2).sum())
+
+
+def run(quick: bool = False, device: str = "cpu", *, repeats: int | None = None,
+        Ls=None, settings=SETTINGS, expressivity_lmax: int | None = None) -> list[dict]:
+    """Time every product in every setting; one row per (setting, L, product)."""
+    batch = 1_000 if quick else 10_000
+    Ls = list(Ls) if Ls is not None else (list(range(1, 5)) if quick else list(range(1, 9)))
+    repeats = repeats or (3 if quick else 5)
+    expressivity_lmax = (1 if quick else 2) if expressivity_lmax is None else expressivity_lmax
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for setting in settings:
+        for L in Ls:
+            i1, i2, io = irreps_for(setting, L)
+            mods = {n: _build(n, i1, i2, io) for n in PRODUCTS}
+            mods = {n: m.to(device) for n, m in mods.items() if m is not None}
+            x1 = torch.randn(batch, mods["CG dense"].irreps_in1.dim, generator=gen).to(device)
+            x2 = torch.randn(batch, mods["CG dense"].irreps_in2.dim, generator=gen).to(device)
+
+            timings = time_interleaved({n: _no_grad_call(m, x1, x2) for n, m in mods.items()},
+                                       repeats=repeats,
+                                       device=device)
+            base = timings.get("e3nn")
+            expr = {}
+            if L <= expressivity_lmax:
+                for n in ("CG dense", "Gaunt grid", "vector Gaunt"):
+                    expr[n] = expressivity(mods[n].cpu())
+                expr["CG sparse"] = expr["e3nn"] = expr["CG dense"]
+                expr["Gaunt fourier"] = expr["Gaunt grid"]
+            for n, t in timings.items():
+                rows.append({
+                    "setting": setting, "L": L, "product": n,
+                    "median": format_seconds(t.median),
+                    "vs e3nn": f"{base.median / t.median:.2f}x" if base else "n/a",
+                    "expressivity": expr.get(n, ""),
+                    "median_s": t.median,
+                })
+    return rows
+
+
+COLUMNS = ["setting", "L", "product", "median", "vs e3nn", "expressivity"]
+
+
+def exponents(rows: list[dict]) -> list[dict]:
+    """Growth exponent per (setting, product)."""
+    out = []
+    for setting in dict.fromkeys(r["setting"] for r in rows):
+        for n in dict.fromkeys(r["product"] for r in rows):
+            sel = [r for r in rows if r["setting"] == setting and r["product"] == n]
+            if sel:
+                a = growth_exponent([r["L"] for r in sel], [r["median_s"] for r in sel])
+                out.append({"setting": setting, "product": n, "exponent a (t ~ L^a)": f"{a:.2f}"})
+    return out
+
+
+def plot(rows: list[dict], out: str) -> None:
+    """Time versus L per product, one panel per setting (log-log), saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    fig, axes = plt.subplots(1, len(settings), figsize=(5 * len(settings), 4), squeeze=False)
+    for ax, setting in zip(axes[0], settings):
+        for n in dict.fromkeys(r["product"] for r in rows):
+            sel = [r for r in rows if r["setting"] == setting and r["product"] == n]
+            ax.plot([r["L"] for r in sel], [r["median_s"] for r in sel], marker="o", label=n)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("L")
+        ax.set_ylabel("median time [s]")
+        ax.set_title(setting)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"tensor products, baseline: {BASELINE}", fontsize=9)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def main(quick: bool = False, device: str = "cpu", out: str = "bench_out/tp_scaling.png",
+         **kwargs) -> list[dict]:
+    rows = run(quick=quick, device=device, **kwargs)
+    print(f"## tp: tensor products on CPU (baseline: {BASELINE})\n")
+    print(markdown_table(rows, COLUMNS))
+    print("\n### growth exponents\n")
+    print(markdown_table(exponents(rows), ["setting", "product", "exponent a (t ~ L^a)"]))
+    if out:
+        plot(rows, out)
+        print(f"\nplot: {out}")
+    return rows
+
+
+def _cli(argv=None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tensorframes.bench.tp", description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default="bench_out/tp_scaling.png")
+    args = parser.parse_args(argv)
+    main(quick=args.quick, device=args.device, out=args.out)
+
+
+if __name__ == "__main__":
+    _cli()

@@ -1,0 +1,496 @@
+r"""Gaunt tensor products (Luo et al., ICLR 2024) and a vector-signal variant.
+
+**Signal model.** A *spherical signal* of degree ``L`` is ``f(n) = sum_{l<=L} x_l . Y_l(n)`` with
+``Y`` e3nn's real spherical harmonics, orthonormal on the sphere ("integral" normalization);
+its coefficients are stored as ``(..., (L+1)^2)`` in e3nn's order. The Gaunt product of two
+signals is the pointwise product ``f1 f2``, projected back onto the harmonics:
+
+.. math::
+    z_{l_3 m_3} = \int_{S^2} f_1 f_2\, Y_{l_3 m_3}
+    = \sum G^{l_1 l_2 l_3}_{m_1 m_2 m_3} x_{l_1 m_1} y_{l_2 m_2},\qquad
+    G = \int Y_{l_1 m_1} Y_{l_2 m_2} Y_{l_3 m_3} = g_{l_1 l_2 l_3}\, C^{l_1 l_2 l_3}
+
+(Gaunt coefficients; zero unless ``l1+l2+l3`` is even). Both methods compute exactly this
+(documented constant: 1, the two methods are equal):
+
+* ``"grid"``: both signals evaluated on a Gauss-Legendre (``L1+L2+1`` nodes in ``cos theta``) x
+  uniform (``2(L1+L2)+1`` nodes in ``phi``) grid, exact for the output degree ``L1+L2``;
+  pointwise product; projection with the quadrature weights. Three GEMMs.
+* ``"fourier"``: the signals are converted to 2D Fourier coefficients in ``(theta, phi)``
+  (``Y_lm`` extended to the torus is a trigonometric polynomial of degree ``<= l`` in each
+  angle) by a precomputed matrix; the product is the 2D convolution of the coefficient arrays,
+  done by FFT; the result goes back to spherical harmonics by the precomputed exact map
+  ``int_0^pi int_0^2pi e^{i(u theta + v phi)} Y_lm sin(theta)``.
+
+**Parity.** Irreps with parity ``(-1)^l`` form a true scalar signal (type ``t = +1``), those
+with parity ``-(-1)^l`` a pseudo-scalar signal (``t = -1``). Each input is split by type; the
+product of types ``t1, t2`` has type ``t1 t2`` and feeds output irreps of parity
+``t1 t2 (-1)^l``.
+
+**Channels.** :class:`GauntTensorProduct` maps each input by an equivariant linear layer to
+``channels`` signals per type, multiplies channel by channel (``c``-th signal of input 1 with
+the ``c``-th of input 2, for every pair of types), and maps the products by an equivariant linear
+layer to ``irreps_out``. With ``channels=1`` and single-copy irreps this is exactly the setting of
+the CG product restricted to ``l1+l2+l3`` even, weighted by Gaunt coefficients.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+
+from ..reps.irreps import Irreps
+from ._spherical_harmonics import spherical_harmonics
+from ._static import StaticBuffers
+
+__all__ = [
+    "GauntTensorProduct",
+    "VectorGauntTensorProduct",
+    "gaunt_coefficients",
+    "gaunt_product",
+]
+
+
+# -- static data (float64, cached) ------------------------------------------------------------
+@functools.cache
+def _s2_grid(L: int):
+    """Gauss-Legendre x uniform grid exact for polynomials of degree ``2L`` on the sphere.
+
+    Returns ``(vec (n, 3), weights (n,))`` in float64; ``sum_k w_k p(vec_k) = int_{S2} p``.
+    """
+    n_theta, n_phi = L + 1, 2 * L + 1
+    z, wz = np.polynomial.legendre.leggauss(n_theta)
+    phi = 2 * np.pi * np.arange(n_phi) / n_phi
+    s = np.sqrt(1 - z**2)
+    # polar axis y (e3nn's): every harmonic is Lambda(theta) x cos(m phi) or sin(|m| phi)
+    vec = np.stack(
+        [np.outer(s, np.sin(phi)), np.outer(z, np.ones(n_phi)), np.outer(s, np.cos(phi))], -1
+    ).reshape(-1, 3)
+    w = np.outer(wz, np.full(n_phi, 2 * np.pi / n_phi)).reshape(-1)
+    return torch.from_numpy(vec), torch.from_numpy(w)
+
+
+def _sh(L: int, vec: torch.Tensor) -> torch.Tensor:
+    return spherical_harmonics(list(range(L + 1)), vec, normalize=False, normalization="integral")
+
+
+@functools.cache
+def _grid_harmonics(L: int, Lgrid: int):
+    """``Y (n, (L+1)^2)`` and tangential gradients ``dY (n, 3, (L+1)^2)`` on grid ``Lgrid``."""
+    vec, _ = _s2_grid(Lgrid)
+    v = vec.clone().requires_grad_(True)
+    Y = _sh(L, v)
+    grads = []
+    for k in range(Y.shape[1]):
+        (g,) = torch.autograd.grad(Y[:, k].sum(), v, retain_graph=True)
+        grads.append(g)
+    dY = torch.stack(grads, dim=-1)  # (n, 3, K): ambient gradient of the solid harmonic
+    dY = dY - vec[:, :, None] * (vec[:, :, None] * dY).sum(1, keepdim=True)  # tangential
+    return Y.detach(), dY.detach()
+
+
+def _trig(L: int, n_phi: int) -> torch.Tensor:
+    """``T (2L+1, n_phi)``: rows ``sin(|m| phi)`` (m < 0), ``1``, ``cos(m phi)`` (m > 0)."""
+    phi = 2 * np.pi * np.arange(n_phi) / n_phi
+    m = np.arange(-L, L + 1)[:, None]
+    T = np.where(m < 0, np.sin(-m * phi), np.cos(m * phi))
+    return torch.from_numpy(T)
+
+
+@functools.cache
+def _separable(L: int, Lg: int):
+    """Factorised harmonics on grid ``Lg``: ``Y_k(theta_i, phi_j) = Lam_k(theta_i) T_{m_k}(phi_j)``.
+
+    Returns ``slot (2L+1, L+1)``: index of the harmonic ``k`` in azimuthal row ``m`` (``K`` =
+    padding) and ``lam (2L+1, L+1, n_theta)`` its Legendre factor (0 for padding).
+    """
+    vec, _ = _s2_grid(Lg)
+    n_theta, n_phi = Lg + 1, 2 * Lg + 1
+    Y = _sh(L, vec).reshape(n_theta, n_phi, -1)
+    T = _trig(L, n_phi)
+    norm = torch.where(torch.arange(-L, L + 1) == 0, n_phi, n_phi / 2).to(torch.float64)
+    c = torch.einsum("ijk,mj->kmi", Y, T) / norm[None, :, None]  # (K, 2L+1, n_theta)
+    K = c.shape[0]
+    slot = torch.full((2 * L + 1, L + 1), K, dtype=torch.long)
+    lam = torch.zeros(2 * L + 1, L + 1, n_theta, dtype=torch.float64)
+    fill = [0] * (2 * L + 1)
+    for k in range(K):
+        mags = c[k].abs().amax(-1)
+        m = int(mags.argmax())
+        if (mags > 1e-9 * mags[m]).sum() != 1:  # pragma: no cover - basis assumption broken
+            raise RuntimeError("harmonic without a single azimuthal order on the grid")
+        slot[m, fill[m]] = k
+        lam[m, fill[m]] = c[k, m]
+        fill[m] += 1
+    return slot, lam
+
+
+def _torus_harmonics(L: int, N: int) -> torch.Tensor:
+    """``Y_lm(theta_a, phi_b)`` on the uniform ``N x N`` torus grid: ``(N, N, (L+1)^2)``."""
+    t = 2 * np.pi * np.arange(N) / N
+    th, ph = np.meshgrid(t, t, indexing="ij")
+    vec = np.stack([np.sin(th) * np.cos(ph), np.sin(th) * np.sin(ph), np.cos(th)], -1)
+    return _sh(L, torch.from_numpy(vec))
+
+
+@functools.cache
+def _fourier_maps(L1: int, L2: int, Lout: int):
+    """Precomputed maps of the Fourier method (float64), ``Lt = L1 + L2``, ``N = 2 Lt + 1``.
+
+    ``A1 (K1, M1)`` / ``A2``: complex 2D Fourier coefficients (``|u|, |v| <= L``, real and
+    imaginary parts stacked as ``(2, K, M)``) of each harmonic; ``idx1`` / ``idx2``: flat
+    positions of those coefficients in the wrapped ``N x N`` FFT array; ``B (2, N*N, Kout)``:
+    projection of a coefficient array back to harmonics (real part of ``F @ B``).
+    """
+    Lt = L1 + L2
+    N = 2 * Lt + 1
+
+    def forward_map(L):
+        n = 2 * L + 1
+        vals = _torus_harmonics(L, n)  # exact sampling: degree <= L in each angle
+        coef = torch.fft.fft2(vals.permute(2, 0, 1), norm="forward")  # (K, n, n), wrapped
+        u = torch.arange(-L, L + 1)
+        uu, vv = torch.meshgrid(u, u, indexing="ij")
+        c = coef[:, uu % n, vv % n].reshape(coef.shape[0], -1)  # (K, n*n), u, v = -L..L
+        idx = ((uu % N) * N + (vv % N)).reshape(-1)
+        return torch.stack([c.real, c.imag]), idx
+
+    A1, idx1 = forward_map(L1)
+    A2, idx2 = forward_map(L2)
+    # back map: x_lm = sum_{uv} F_uv int_0^pi int_0^2pi e^{i(u th + v ph)} Y_lm sin(th)
+    M = 2 * (Lout + 1) + 1
+    vals = _torus_harmonics(Lout, M)
+    t = 2 * np.pi * np.arange(M) / M
+    vals = vals * torch.from_numpy(np.sin(t))[:, None, None]
+    g = torch.fft.fft2(vals.permute(2, 0, 1), norm="forward")  # (Ko, M, M): coeffs g[j, k]
+    j = torch.arange(-(Lout + 1), Lout + 2)
+    u = torch.arange(-Lt, Lt + 1)
+    n = (u[:, None] + j[None, :]).to(torch.complex128)  # int_0^pi e^{i n th} dth
+    odd = (u[:, None] + j[None, :]) % 2 != 0
+    Imat = torch.where(n == 0, torch.full_like(n, math.pi),
+                       torch.where(odd, 2j / torch.where(n == 0, 1, n), torch.zeros_like(n)))
+    gj = g[:, j % M, :]  # (Ko, J, M)
+    # phi integral: 2 pi delta(v + k), k the phi frequency of g
+    gv = gj[:, :, (-u) % M] if Lout + 1 >= Lt else None
+    if gv is None:  # frequencies |v| > Lout have no overlap with Y_lm: zero
+        k = -u
+        ok = k.abs() <= Lout
+        gv = torch.zeros(gj.shape[0], gj.shape[1], u.numel(), dtype=gj.dtype)
+        gv[:, :, ok] = gj[:, :, k[ok] % M]
+    Bm = 2 * math.pi * torch.einsum("uj,ojv->uvo", Imat, gv)  # (U, V, Ko)
+    uu, vv = torch.meshgrid(u, u, indexing="ij")
+    B = torch.zeros(N * N, Bm.shape[-1], dtype=torch.complex128)
+    B[((uu % N) * N + (vv % N)).reshape(-1)] = Bm.reshape(-1, Bm.shape[-1])
+    return A1, idx1, A2, idx2, torch.stack([B.real, B.imag]), N
+
+
+@functools.cache
+def _gaunt_float64(l1: int, l2: int, l3: int) -> torch.Tensor:
+    L = l1 + l2 + l3
+    vec, w = _s2_grid((L + 1) // 2 + 1)
+    Y = [spherical_harmonics(l, vec, normalize=False, normalization="integral")
+         for l in (l1, l2, l3)]
+    G = torch.einsum("n,na,nb,nc->abc", w, *Y)
+    G[G.abs() < 1e-14] = 0.0
+    return G
+
+
+def gaunt_coefficients(l1: int, l2: int, l3: int, dtype=None, device=None) -> torch.Tensor:
+    r"""Real Gaunt coefficients :math:`\int_{S^2} Y_{l_1 m_1} Y_{l_2 m_2} Y_{l_3 m_3}`.
+
+    e3nn's real harmonics, orthonormal ("integral"); shape ``(2l1+1, 2l2+1, 2l3+1)``; zero
+    unless ``l1 + l2 + l3`` is even; proportional to :func:`wigner_3j` otherwise. Exact
+    quadrature in float64, cached; returns a copy.
+    """
+    dtype = torch.get_default_dtype() if dtype is None else dtype
+    return _gaunt_float64(int(l1), int(l2), int(l3)).to(dtype=dtype, device=device, copy=True)
+
+
+# -- the bare products on signals ---------------------------------------------------------------
+class _GauntCore(StaticBuffers):
+    """Product of signals ``(..., (L1+1)^2) x (..., (L2+1)^2) -> (..., (Lout+1)^2)``."""
+
+    def __init__(self, L1: int, L2: int, Lout: int, method: str) -> None:
+        super().__init__()
+        if method not in ("grid", "fourier"):
+            raise ValueError(f"method must be 'grid' or 'fourier', got {method!r}")
+        self.L1, self.L2, self.Lout, self.method = L1, L2, Lout, method
+        Lg = L1 + L2
+        if method == "grid":
+            # separable: Legendre factors per azimuthal order (batched GEMM), then trig in phi
+            n_theta, n_phi = Lg + 1, 2 * Lg + 1
+            self.n_theta = n_theta
+            for name, L in (("1", L1), ("2", L2)):
+                slot, lam = _separable(L, Lg)
+                self.register_static(f"slot{name}", slot)
+                self.register_static(f"lam{name}", lam)  # (2L+1, L+1, n_theta)
+                self.register_static(f"trig{name}", _trig(L, n_phi))  # (2L+1, n_phi)
+            slot, lam = _separable(Lout, Lg)
+            _, wz = np.polynomial.legendre.leggauss(n_theta)
+            # projection: x_k = sum_i w_i Lam_k(theta_i) (2 pi / n_phi) sum_j V_ij T_mk(phi_j)
+            lam = lam * torch.from_numpy(wz)[None, None, :] * (2 * math.pi / n_phi)
+            self.register_static("lam_out", lam.transpose(1, 2).contiguous())  # (2Lo+1, nt, Lo+1)
+            self.register_static("trig_out", _trig(Lout, n_phi).T.contiguous())  # (n_phi, 2Lo+1)
+            Ko = (Lout + 1) ** 2
+            where = torch.empty(Ko, dtype=torch.long)
+            flat = slot.reshape(-1)
+            pos = torch.arange(flat.numel())
+            where[flat[flat < Ko]] = pos[flat < Ko]
+            self.register_static("out_index", where)  # k -> flat (m, slot) position
+        else:
+            A1, idx1, A2, idx2, B, N = _fourier_maps(L1, L2, Lout)
+            self.N = N
+            self.register_static("A1", A1)
+            self.register_static("A2", A2)
+            self.register_static("idx1", idx1)
+            self.register_static("idx2", idx2)
+            self.register_static("B", B)
+
+    def _to_fourier(self, x, A, idx):
+        Fr, Fi = x @ A[0], x @ A[1]
+        F = x.new_zeros(*x.shape[:-1], self.N * self.N, dtype=_complex(x.dtype))
+        F[..., idx] = torch.complex(Fr, Fi)
+        return F.reshape(*x.shape[:-1], self.N, self.N)
+
+    def _to_grid(self, xT, slot, lam, trig):
+        """Coefficients ``(K, B)`` -> values ``(n_phi, n_theta, B)`` (batch-last layout)."""
+        B = xT.shape[1]
+        xp = torch.cat([xT, xT.new_zeros(1, B)], dim=0)[slot]  # (2L+1, L+1, B)
+        c = torch.bmm(lam.transpose(1, 2), xp)  # (2L+1, n_theta, B)
+        return (trig.T @ c.reshape(c.shape[0], -1)).reshape(trig.shape[1], -1, B)
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        if self.method == "grid":
+            # batch-last layout: every GEMM has the batch as its long contiguous axis
+            batch = x1.shape[:-1]
+            x1T = x1.reshape(-1, x1.shape[-1]).T.contiguous()
+            x2T = x2.reshape(-1, x2.shape[-1]).T.contiguous()
+            B = x1T.shape[1]
+            v = (self._to_grid(x1T, self.slot1, self.lam1, self.trig1)
+                 * self._to_grid(x2T, self.slot2, self.lam2, self.trig2))  # (n_phi, n_theta, B)
+            d = self.trig_out.T @ v.reshape(v.shape[0], -1)  # (2Lo+1, n_theta * B)
+            r = torch.bmm(self.lam_out.transpose(1, 2), d.reshape(d.shape[0], -1, B))
+            out = r.reshape(-1, B)[self.out_index].T  # (B, Ko)
+            return out.reshape(*batch, out.shape[-1])
+        F1 = self._to_fourier(x1, self.A1, self.idx1)
+        F2 = self._to_fourier(x2, self.A2, self.idx2)
+        # 2D convolution of the coefficient arrays via FFT (no aliasing: N = 2(L1+L2)+1)
+        v = torch.fft.ifft2(F1, norm="forward") * torch.fft.ifft2(F2, norm="forward")
+        F = torch.fft.fft2(v, norm="forward").reshape(*v.shape[:-2], -1)
+        return F.real @ self.B[0] - F.imag @ self.B[1]
+
+
+def _complex(dtype):
+    return {torch.float32: torch.complex64, torch.float64: torch.complex128}[dtype]
+
+
+def gaunt_product(x1: torch.Tensor, x2: torch.Tensor, L1: int, L2: int, Lout: int | None = None,
+                  method: str = "grid") -> torch.Tensor:
+    """Functional Gaunt product of signals (see the module docstring); builds the maps each call."""
+    Lout = L1 + L2 if Lout is None else Lout
+    core = _GauntCore(L1, L2, Lout, method).to(dtype=x1.dtype, device=x1.device)
+    return core(x1, x2)
+
+
+# -- equivariant linear maps between irreps and typed signals ------------------------------------
+def _type(ir) -> int:
+    return ir.p * (-1) ** ir.l
+
+
+class _ToSignals(torch.nn.Module):
+    """Irreps -> ``(..., types, channels, (L+1)^2)`` signals, one linear map per ``(l, type)``."""
+
+    def __init__(self, irreps: Irreps, channels: int) -> None:
+        super().__init__()
+        self.irreps, self.channels = irreps, channels
+        self.L = irreps.lmax if len(irreps) else 0
+        self.types = sorted({_type(ir) for mul, ir in irreps if mul > 0}, reverse=True)
+        fan = {}
+        for mul, ir in irreps:
+            fan[ir] = fan.get(ir, 0) + mul
+        self.weights = torch.nn.ParameterList(
+            [torch.nn.Parameter(torch.randn(mul, channels)) for mul, _ in irreps])
+        self._fan = [fan[ir] for _, ir in irreps]
+        self._slices = irreps.slices()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[:-1]
+        K = (self.L + 1) ** 2
+        parts = {t: [x.new_zeros(*batch, self.channels, 2 * l + 1) for l in range(self.L + 1)]
+                 for t in self.types}
+        for (mul, ir), sl, W, fan in zip(self.irreps, self._slices, self.weights, self._fan):
+            if mul == 0:
+                continue
+            xb = x[..., sl].reshape(*batch, mul, ir.dim)
+            y = torch.einsum("...ud,uc->...cd", xb, W) / math.sqrt(fan)
+            parts[_type(ir)][ir.l] = parts[_type(ir)][ir.l] + y
+        out = [torch.cat(parts[t], dim=-1) for t in self.types]
+        return torch.stack(out, dim=-3) if out else x.new_zeros(*batch, 0, self.channels, K)
+
+
+class _FromSignals(torch.nn.Module):
+    """Typed product signals ``[(type, (..., C, Ko))]`` -> irreps_out, one linear map per block."""
+
+    def __init__(self, term_types: list[int], channels: int, Lout: int, irreps_out: Irreps):
+        super().__init__()
+        self.irreps_out, self.Lout = irreps_out, Lout
+        self.term_types = term_types
+        self.weights = torch.nn.ParameterList()
+        self._terms = []
+        for mul, ir in irreps_out:
+            terms = [i for i, t in enumerate(term_types) if t == _type(ir)] if ir.l <= Lout else []
+            self._terms.append(terms)
+            self.weights.append(torch.nn.Parameter(torch.randn(len(terms), channels, mul)))
+
+    def forward(self, terms: list[torch.Tensor], batch) -> torch.Tensor:
+        pieces = []
+        ref = terms[0]
+        for (mul, ir), idx, W in zip(self.irreps_out, self._terms, self.weights):
+            if mul == 0:
+                continue
+            if not idx:
+                pieces.append(ref.new_zeros(*batch, mul * ir.dim))
+                continue
+            s = torch.stack([terms[i][..., ir.l**2:(ir.l + 1) ** 2] for i in idx], dim=-3)
+            y = torch.einsum("...tcd,tcw->...wd", s, W) / math.sqrt(W.shape[0] * W.shape[1])
+            pieces.append(y.reshape(*batch, mul * ir.dim))
+        return torch.cat(pieces, dim=-1) if pieces else ref.new_zeros(*batch, 0)
+
+
+class _SignalProductBase(StaticBuffers):
+    def __init__(self, irreps_in1, irreps_in2, irreps_out, channels):
+        super().__init__()
+        self.irreps_in1, self.irreps_in2 = Irreps(irreps_in1), Irreps(irreps_in2)
+        self.irreps_out = Irreps(irreps_out)
+        if channels is None:
+            channels = max([m for m, _ in self.irreps_in1] + [m for m, _ in self.irreps_in2]
+                           + [1])
+        if not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"channels must be a positive int, got {channels!r}")
+        self.channels = channels
+        self.lin1 = _ToSignals(self.irreps_in1, channels)
+        self.lin2 = _ToSignals(self.irreps_in2, channels)
+        self.L1, self.L2 = self.lin1.L, self.lin2.L
+        lmax_out = self.irreps_out.lmax if len(self.irreps_out) else 0
+        self.Lout = min(lmax_out, self.L1 + self.L2)
+        self.combos = [(a, b) for a in range(len(self.lin1.types))
+                       for b in range(len(self.lin2.types))]
+
+    def _check(self, x1, x2):
+        if x1.shape[-1] != self.irreps_in1.dim or x2.shape[-1] != self.irreps_in2.dim:
+            raise ValueError(f"expected inputs (..., {self.irreps_in1.dim}) and "
+                             f"(..., {self.irreps_in2.dim}), got {tuple(x1.shape)} and "
+                             f"{tuple(x2.shape)}")
+        batch = torch.broadcast_shapes(x1.shape[:-1], x2.shape[:-1])
+        return x1.expand(*batch, x1.shape[-1]), x2.expand(*batch, x2.shape[-1]), batch
+
+    def extra_repr(self) -> str:
+        return (f"{self.irreps_in1} x {self.irreps_in2} -> {self.irreps_out} | "
+                f"channels={self.channels}")
+
+
+class GauntTensorProduct(_SignalProductBase):
+    r"""Gaunt tensor product (Luo et al., "Enabling Efficient Equivariant Operations in the Fourier
+    Basis via Gaunt Tensor Products", ICLR 2024), channel-wise on spherical signals.
+
+    .. math::
+        z = \mathrm{Lin}_\text{out}\Big(\big[\mathrm{Lin}_1(x_1)_{c,t_1} \cdot
+        \mathrm{Lin}_2(x_2)_{c,t_2}\big]_{c,\,t_1,\,t_2}\Big)
+
+    where :math:`\cdot` is the Gaunt product of spherical signals (module docstring of
+    :mod:`tensorframes.o3._gaunt`), ``c`` runs over ``channels`` and ``t1, t2`` over the parity
+    types present in each input. Realises only paths with ``l1 + l2 + l3`` even.
+
+    Args:
+        irreps_in1, irreps_in2, irreps_out: irreps of inputs and output.
+        method: ``"grid"`` (Gauss-Legendre x uniform S2 grid; default) or ``"fourier"`` (2D
+            Fourier basis with FFT convolution); identical results.
+        channels: signals per parity type (default: the largest input multiplicity).
+
+    Shapes:
+        - x1: ``(..., irreps_in1.dim)``, x2: ``(..., irreps_in2.dim)``
+        - weight (optional): ``(..., channels)`` per-sample channel gains of the product
+        - output: ``(..., irreps_out.dim)``
+    """
+
+    def __init__(self, irreps_in1, irreps_in2, irreps_out, *, method: str = "grid",
+                 channels: int | None = None) -> None:
+        super().__init__(irreps_in1, irreps_in2, irreps_out, channels)
+        self.method = method
+        self.core = _GauntCore(self.L1, self.L2, self.Lout, method)
+        types = [self.lin1.types[a] * self.lin2.types[b] for a, b in self.combos]
+        self.lin_out = _FromSignals(types, self.channels, self.Lout, self.irreps_out)
+
+    def forward(self, x1, x2, weight: torch.Tensor | None = None) -> torch.Tensor:
+        x1, x2, batch = self._check(x1, x2)
+        s1, s2 = self.lin1(x1), self.lin2(x2)  # (..., T, C, K)
+        a = torch.stack([s1[..., i, :, :] for i, _ in self.combos], dim=-3)
+        b = torch.stack([s2[..., j, :, :] for _, j in self.combos], dim=-3)
+        z = self.core(a, b)  # (..., combos, C, Ko)
+        if weight is not None:
+            z = z * weight[..., None, :, None]
+        return self.lin_out(list(z.unbind(-3)), batch)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", method={self.method!r}"
+
+
+class VectorGauntTensorProduct(_SignalProductBase):
+    r"""Vector-signal Gaunt product: pointwise products of scalar *and gradient* fields on S2.
+
+    Each input signal ``f`` also gives the tangent vector field :math:`\nabla_{S^2} f`; on the
+    Gauss-Legendre x uniform grid the product keeps three pointwise terms,
+
+    .. math::
+        f_1 f_2,\qquad \nabla f_1 \cdot \nabla f_2,\qquad
+        \hat n \cdot (\nabla f_1 \times \nabla f_2),
+
+    projected back onto harmonics. The first two have type ``t1 t2`` and realise the even paths
+    (``l1+l2+l3`` even) like the Gaunt product; the last is a pseudo-scalar field (type
+    ``-t1 t2``) and realises the *odd* paths the Gaunt product misses, e.g. ``1o x 1o -> 1e``
+    (proportional to the cross product).
+
+    Shapes:
+        - x1: ``(..., irreps_in1.dim)``, x2: ``(..., irreps_in2.dim)``
+        - weight (optional): ``(..., channels)`` per-sample channel gains
+        - output: ``(..., irreps_out.dim)``
+    """
+
+    def __init__(self, irreps_in1, irreps_in2, irreps_out, *, channels: int | None = None):
+        super().__init__(irreps_in1, irreps_in2, irreps_out, channels)
+        Lg = max(self.L1 + self.L2, (self.L1 + self.L2 + self.Lout + 1) // 2)
+        vec, w = _s2_grid(Lg)
+        Y1, dY1 = _grid_harmonics(self.L1, Lg)
+        Y2, dY2 = _grid_harmonics(self.L2, Lg)
+        self.register_static("Y1", Y1.T.contiguous())
+        self.register_static("Y2", Y2.T.contiguous())
+        self.register_static("dY1", dY1.permute(1, 2, 0).contiguous())  # (3, K1, n)
+        self.register_static("dY2", dY2.permute(1, 2, 0).contiguous())
+        self.register_static("nhat", vec.T.contiguous())  # (3, n)
+        self.register_static("Yout", (_sh(self.Lout, vec) * w[:, None]).contiguous())
+        types = []
+        for a, b in self.combos:
+            t = self.lin1.types[a] * self.lin2.types[b]
+            types += [t, t, -t]
+        self.lin_out = _FromSignals(types, self.channels, self.Lout, self.irreps_out)
+
+    def forward(self, x1, x2, weight: torch.Tensor | None = None) -> torch.Tensor:
+        x1, x2, batch = self._check(x1, x2)
+        s1, s2 = self.lin1(x1), self.lin2(x2)  # (..., T, C, K)
+        f1, f2 = s1 @ self.Y1, s2 @ self.Y2  # (..., T, C, n)
+        g1 = torch.stack([s1 @ self.dY1[a] for a in range(3)], dim=-2)  # (..., T, C, 3, n)
+        g2 = torch.stack([s2 @ self.dY2[a] for a in range(3)], dim=-2)
+        terms = []
+        for a, b in self.combos:
+            fa, fb = f1[..., a, :, :], f2[..., b, :, :]
+            ga, gb = g1[..., a, :, :, :], g2[..., b, :, :, :]
+            dot = (ga * gb).sum(-2)
+            cross = (torch.linalg.cross(ga, gb, dim=-2) * self.nhat).sum(-2)
+            terms += [fa * fb, dot, cross]
+        z = torch.stack(terms, dim=-3) @ self.Yout  # (..., 3 combos, C, Ko)
+        if weight is not None:
+            z = z * weight[..., None, :, None]
+        return self.lin_out(list(z.unbind(-3)), batch)

@@ -1,0 +1,101 @@
+import pytest
+import torch
+
+from tensorframes.o3 import (
+    GauntTensorProduct,
+    VectorGauntTensorProduct,
+    gaunt_coefficients,
+    gaunt_product,
+    wigner_3j,
+)
+from tensorframes.testing import assert_equivariant
+
+IN1, IN2 = "2x0e+2x1o+1x2e+1x1e", "1x0e+1x1o+2x2e+1x0o"
+OUT = "2x0e+1x0o+2x1o+2x1e+2x2e+1x3o+1x3e"
+
+
+def _cg_gaunt_reference(x1, x2, L1, L2, Lout):
+    """CG contraction over l1+l2+l3 even, weighted by the Gaunt coefficients."""
+    out = x1.new_zeros(x1.shape[0], (Lout + 1) ** 2)
+    for l1 in range(L1 + 1):
+        for l2 in range(L2 + 1):
+            for l3 in range(abs(l1 - l2), min(l1 + l2, Lout) + 1):
+                if (l1 + l2 + l3) % 2:
+                    continue
+                C = wigner_3j(l1, l2, l3, dtype=x1.dtype)
+                g = (gaunt_coefficients(l1, l2, l3, dtype=x1.dtype) * C).sum()
+                out[:, l3**2:(l3 + 1) ** 2] += g * torch.einsum(
+                    "ijk,zi,zj->zk", C, x1[:, l1**2:(l1 + 1) ** 2], x2[:, l2**2:(l2 + 1) ** 2])
+    return out
+
+
+@pytest.mark.parametrize("L1,L2,Lout", [(1, 1, 2), (2, 3, 5), (3, 2, 3)])
+def test_fourier_equals_grid_equals_cg(L1, L2, Lout):
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.randn(4, (L1 + 1) ** 2, generator=g, dtype=torch.float64)
+    x2 = torch.randn(4, (L2 + 1) ** 2, generator=g, dtype=torch.float64)
+    grid = gaunt_product(x1, x2, L1, L2, Lout, method="grid")
+    fourier = gaunt_product(x1, x2, L1, L2, Lout, method="fourier")
+    assert (grid - fourier).abs().max() < 1e-10  # constant 1: identical
+    assert (grid - _cg_gaunt_reference(x1, x2, L1, L2, Lout)).abs().max() < 1e-10
+
+
+@pytest.mark.slow
+def test_fourier_equals_grid_large_L():
+    x1, x2 = torch.randn(3, 49, dtype=torch.float64), torch.randn(3, 64, dtype=torch.float64)
+    a = gaunt_product(x1, x2, 6, 7, 13, method="grid")
+    b = gaunt_product(x1, x2, 6, 7, 13, method="fourier")
+    assert (a - b).abs().max() < 1e-4 * a.abs().max()
+
+
+def test_gaunt_coefficients_selection_rule():
+    assert gaunt_coefficients(1, 1, 1).abs().max() == 0
+    assert gaunt_coefficients(2, 3, 4).abs().max() == 0
+    G, C = gaunt_coefficients(2, 3, 3, dtype=torch.float64), wigner_3j(2, 3, 3, torch.float64)
+    assert (G - (G * C).sum() * C).abs().max() < 1e-12
+    # int Y00 Y_lm Y_lm = 1 / sqrt(4 pi)
+    assert abs(gaunt_coefficients(0, 2, 2, dtype=torch.float64)[0, 1, 1] - (4 * torch.pi) ** -0.5
+               ) < 1e-12
+
+
+@pytest.mark.parametrize("method", ["grid", "fourier"])
+def test_methods_agree_as_modules(method):
+    ref = GauntTensorProduct(IN1, IN2, OUT, method="grid").double()
+    tp = GauntTensorProduct(IN1, IN2, OUT, method=method).double()
+    tp.load_state_dict(ref.state_dict())
+    x1 = torch.randn(3, tp.irreps_in1.dim, dtype=torch.float64)
+    x2 = torch.randn(3, tp.irreps_in2.dim, dtype=torch.float64)
+    assert (tp(x1, x2) - ref(x1, x2)).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("cls,kw", [(GauntTensorProduct, {"method": "grid"}),
+                                    (GauntTensorProduct, {"method": "fourier"}),
+                                    (VectorGauntTensorProduct, {})])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_equivariant(cls, kw, dtype):
+    tp = cls(IN1, IN2, OUT, **kw)
+    x1, x2 = torch.randn(5, tp.irreps_in1.dim), torch.randn(5, tp.irreps_in2.dim)
+    assert_equivariant(tp, (x1, x2), (IN1, IN2), OUT, dtype=dtype)
+
+
+def test_cross_product_paths():
+    x, y = torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
+    gaunt = GauntTensorProduct("1o", "1o", "1e").double()
+    assert gaunt(x, y).abs().max() == 0
+    vg = VectorGauntTensorProduct("1o", "1o", "1e").double()
+    out, cross = vg(x, y), torch.cross(x, y, dim=1)
+    ratio = out / cross
+    assert out.abs().max() > 1e-3
+    assert (ratio - ratio[0, 0]).abs().max() < 1e-8  # proportional to the cross product
+
+
+def test_per_sample_channel_weights_and_bad_input():
+    tp = GauntTensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o+1x2e", channels=3).double()
+    x1, x2 = torch.randn(4, 8, dtype=torch.float64), torch.randn(4, 4, dtype=torch.float64)
+    w = torch.randn(4, 3, dtype=torch.float64)
+    assert tp(x1, x2, w).shape == (4, tp.irreps_out.dim)
+    assert (tp(x1, x2, 2 * w) - 2 * tp(x1, x2, w)).abs().max() < 1e-12
+    with pytest.raises(ValueError):
+        GauntTensorProduct("0e", "0e", "0e", method="nope")
+    with pytest.raises(ValueError):
+        tp(torch.randn(4, 5), x2)

@@ -1,9 +1,10 @@
 """Benchmark suite ``reps``: frame-change transforms versus e3nn's ``D_from_matrix`` + einsum.
 
 Baseline: e3nn 0.6 doing the same work the way an e3nn user would,
-``D = irreps.D_from_matrix(R)`` followed by ``einsum("nij,nj->ni", D, x)``, in chunks of 16,000 matrices (the dense matrices of all
-320,000 would not fit in memory for the larger cases). Contenders: ``tensorframes.Irreps.transform`` and
-``tensorframes.TensorReps.transform`` (Cartesian tensors of the same orders).
+``D = irreps.D_from_matrix(R)`` followed by ``einsum("nij,nj->ni", D, x)``, in chunks of 16,000
+matrices (the dense matrices of all 320,000 would not fit in memory for the larger cases).
+Contenders: ``tensorframes.Irreps.transform`` and ``tensorframes.TensorReps.transform``
+(Cartesian tensors of the same orders).
 """
 
 from __future__ import annotations

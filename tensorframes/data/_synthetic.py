@@ -49,7 +49,7 @@ class SyntheticShapes(CachedInMemoryDataset):
 
     Sampling is exactly area-uniform (faces and parts in proportion to their areas, curved
     surfaces by rejection on the exact area element). Closed-surface normals point outward.
-    Each cloud then gets a random rotation (SO(3)), scale (log-uniform in ``[0.5, 2]``) and
+    Each cloud then gets a random rotation (SO(3); unless ``rotate=False``), scale (log-uniform in ``[0.5, 2]``) and
     centre (uniform in ``[-1, 1]^3``), stored as ``pose_rotation`` ``(1, 3, 3)``,
     ``pose_scale`` ``(1,)`` and ``pose_translation`` ``(1, 3)`` with
     ``pos_clean = pose_scale * canonical @ pose_rotation.T + pose_translation``.
@@ -78,6 +78,10 @@ class SyntheticShapes(CachedInMemoryDataset):
             mask ``is_outlier`` ``(N,)`` (present, all ``False``, when ``outliers == 0``).
         shapes: the shape kinds to draw from (names from :data:`SHAPES`).
         seed: non-negative integer seed.
+        rotate: draw a random rotation per cloud (default). ``False`` keeps every shape in its
+            canonical orientation (scale and centre are still random): the setting in which a
+            plain network can exploit orientation, and so where its error under random O(3)
+            exposes the missing equivariance.
         transform, pre_transform: as in PyG (``pre_transform`` is part of the cache key via its
             ``repr``).
         force_reload: regenerate even if a valid cache exists.
@@ -105,6 +109,7 @@ class SyntheticShapes(CachedInMemoryDataset):
         outliers: float = 0.0,
         shapes: Sequence[str] = SHAPES,
         seed: int = 0,
+        rotate: bool = True,
         transform: Callable | None = None,
         pre_transform: Callable | None = None,
         force_reload: bool = False,
@@ -133,6 +138,9 @@ class SyntheticShapes(CachedInMemoryDataset):
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         self.seed = int(seed)
+        if not isinstance(rotate, bool):
+            raise TypeError(f"rotate must be a bool, got {type(rotate).__name__}")
+        self.rotate = rotate
         super().__init__(root, transform, pre_transform, force_reload)
 
     def _cache_prefix(self) -> str:
@@ -149,6 +157,7 @@ class SyntheticShapes(CachedInMemoryDataset):
             "outliers": self.outliers,
             "shapes": list(self.shapes),
             "seed": self.seed,
+            "rotate": self.rotate,
         }
 
     def _generate(self):
@@ -166,6 +175,7 @@ class SyntheticShapes(CachedInMemoryDataset):
                 noise_normal_frac=self.noise_normal_frac,
                 density=self.density,
                 outliers=self.outliers,
+                rotate=self.rotate,
             )
             check_points(cloud["pos"], cloud["normal"], f"shape index {i} ({name})")
             data_list.append(
@@ -204,6 +214,7 @@ def generate_cloud(
     noise_normal_frac: float = 1.0 / 3.0,
     density: str = "uniform",
     outliers: float = 0.0,
+    rotate: bool = True,
 ) -> dict:
     """One cloud in float64 numpy (the work horse of :class:`SyntheticShapes`).
 
@@ -231,7 +242,9 @@ def generate_cloud(
     p, n, _ = shape.sample(np.random.default_rng(ss_sample), num_points, accept)
 
     pose_rng = np.random.default_rng(ss_pose)
-    R = random_rotation(pose_rng)
+    R = random_rotation(pose_rng)  # drawn even when unused: the other pose draws stay the same
+    if not rotate:
+        R = np.eye(3)
     scale = float(math.exp(pose_rng.uniform(math.log(0.5), math.log(2.0))))
     translation = pose_rng.uniform(-1.0, 1.0, 3)
     p = scale * (p @ R.T) + translation

@@ -272,3 +272,16 @@ def test_force_reload_regenerates(tmp_path, monkeypatch):
     monkeypatch.setattr(SyntheticShapes, "_generate", counting)
     assert_same(a, SyntheticShapes(tmp_path, **SMALL, force_reload=True))
     assert calls == [1]
+
+
+def test_rotate_false_keeps_canonical_orientation(tmp_path):
+    kw = dict(num_shapes=4, num_points=64, seed=3)
+    rot = SyntheticShapes(str(tmp_path / "a"), **kw)
+    canon = SyntheticShapes(str(tmp_path / "b"), rotate=False, **kw)
+    for a, b in zip(rot, canon):
+        assert torch.equal(b.pose_rotation[0], torch.eye(3))
+        assert not torch.allclose(a.pose_rotation, b.pose_rotation)
+        # same clean samples, scale and centre: undoing each pose gives the same canonical cloud
+        ca = (a.pos - a.pose_translation) @ a.pose_rotation[0] / a.pose_scale
+        cb = (b.pos - b.pose_translation) / b.pose_scale
+        torch.testing.assert_close(ca, cb, rtol=0, atol=1e-4)

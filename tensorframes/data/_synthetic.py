@@ -51,8 +51,8 @@ class SyntheticShapes(CachedInMemoryDataset):
     surfaces by rejection on the exact area element). Closed-surface normals point outward.
     Each cloud then gets a random rotation (SO(3); unless ``rotate=False``), scale
     (log-uniform in ``[0.5, 2]``) and centre (uniform in ``[-1, 1]^3``), stored as
-    ``pose_rotation`` ``(1, 3, 3)``, ``pose_scale`` ``(1,)`` and ``pose_translation`` ``(1, 3)`` with
-    ``pos_clean = pose_scale * canonical @ pose_rotation.T + pose_translation``.
+    ``pose_rotation`` ``(1, 3, 3)``, ``pose_scale`` ``(1,)`` and ``pose_translation``
+    ``(1, 3)`` with ``pos_clean = pose_scale * canonical @ pose_rotation.T + pose_translation``.
 
     Args:
         root: directory for the processed cache.

@@ -14,9 +14,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-## main job (until the normal-regression task lands: the representations benchmark)
+## main job: normal regression on the built-in SyntheticShapes, printing the comparison table
+## (about 10 minutes on 2 cores; results in runs/compare_quick/)
 run: $(STAMP)
-	$(PY) -m tensorframes.bench reps
+	$(PY) -m examples.normals compare --preset quick
 
 ## the test suite (fast tests; `make test-slow` runs the slow ones)
 test: $(STAMP)

@@ -1,13 +1,24 @@
-"""Benchmark suite ``layers``: the cost of the frame change in a wrapped PyG layer.
+"""Benchmark suite ``layers``: one message-passing layer, tensor frames versus tensor products.
 
-Baseline: the same stock ``PointNetConv`` (same widths, same graph) called without frames.
-Contender: ``tensorframes.nn.wrap(PointNetConv, local={"x": "32x0n+16x1n+8x2n"},
-world={"pos": "1x1n"})`` with PCA frames. Reported: forward and forward+backward medians, and the
-bytes of activations saved for backward (a deterministic proxy of peak training memory on CPU;
-on CUDA the allocator's peak is reported too).
+Part 1, the cost of the frame change. Baseline: a stock ``PointNetConv`` (same widths, same
+graph) called without frames. Contender: ``tensorframes.nn.wrap(PointNetConv,
+local={"x": "32x0n+16x1n+8x2n"}, world={"pos": "1x1n"})`` with PCA frames.
+
+Part 2, the two routes to equivariance at matched representations: the same input and output
+irreps ``C x (0e + 1o + 2e + ...)`` up to degree ``L`` for every contender (tensor frames carry
+them in local frames), one layer on the same k-NN graph. Contenders: the wrapped
+``PointNetConv`` (an MLP ``dim + 3 -> 64 -> dim`` on each message, sum aggregation), ``TPConv``
+with our Clebsch-Gordan product, with the grid Gaunt product, and with e3nn's ``TensorProduct``
+(baseline of the ratios; NequIP-style: channel-wise product with the edge harmonics up to ``L``,
+radial MLP 8 -> 64 -> path weights).
+
+Reported: forward and forward+backward medians, and the bytes of activations autograd saves for
+backward (a deterministic proxy of peak training memory on CPU).
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 from torch import nn
@@ -125,10 +136,92 @@ def run(quick: bool = False, device: str = "cpu", repeats: int | None = None) ->
 COLUMNS = ["contender", "points", "edges", "forward", "fwd+bwd", "fwd+bwd min/max",
            "forward vs plain", "fwd+bwd vs plain", "saved activations", "memory vs plain"]
 
+TP_BASELINE = "TPConv with e3nn's TensorProduct"
+
+
+def run_versus_tp(quick: bool = False, device: str = "cpu", repeats: int | None = None,
+                  channels: int = 32, hidden: int = 64) -> list[dict]:
+    """Part 2: wrapped PointNetConv versus TPConv (CG, Gaunt, e3nn) at matched reps."""
+    from torch_geometric.nn import PointNetConv
+
+    from ..nn import TPConv
+    from ..reps import Irreps
+
+    k = 16
+    edges = 10_000 if quick else 100_000
+    ls = (1, 2) if quick else (1, 2, 3)
+    repeats = repeats or 3
+    n = edges // k
+    gen = torch.Generator().manual_seed(1)
+    pos = (torch.randn(n, 3, generator=gen) * torch.tensor([1.0, 0.6, 0.3])).to(device)
+    edge_index = graph.knn_graph(pos, k=k)
+    frames = tf_frames.pca(pos, edge_index=edge_index)
+    edge_frames = EdgeFrames.compute(edge_index, frames)
+    try:
+        import e3nn  # noqa: F401
+
+        products = ("cg", "gaunt", "e3nn")
+    except ImportError:
+        products = ("cg", "gaunt")
+    rows = []
+    for L in ls:
+        irreps = Irreps("+".join(f"{channels}x{l}{'e' if l % 2 == 0 else 'o'}"
+                                 for l in range(L + 1)))
+        sh = "+".join(f"1x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(L + 1))
+        torch.manual_seed(0)
+        d = irreps.dim
+        tf_layer = wrap(
+            PointNetConv(nn.Sequential(nn.Linear(d + 3, hidden), nn.SiLU(), nn.Linear(hidden, d)),
+                         add_self_loops=False, aggr="add"),
+            local={"x": irreps}, world={"pos": "1x1n"},
+        ).to(device)
+        x = torch.randn(n, d, generator=gen).to(device).requires_grad_(True)
+        tf_name = "tensor frames: wrap(PointNetConv)"
+        fwd = {tf_name: partial(tf_layer, x, pos, edge_index, frames=frames,
+                                edge_frames=edge_frames)}
+        params = {tf_name: sum(p.numel() for p in tf_layer.parameters())}
+        for product in products:
+            conv = TPConv(irreps, irreps, sh, product=product, cutoff=10.0,
+                          avg_num_neighbors=k).to(device)
+            name = TP_BASELINE if product == "e3nn" else f"TPConv ({product})"
+            fwd[name] = partial(conv, x, pos, edge_index)
+            params[name] = sum(p.numel() for p in conv.parameters())
+
+        def step(f):
+            return lambda: f().square().mean().backward()
+
+        t_fwd = time_interleaved(fwd, repeats=repeats, device=device)
+        t_bwd = time_interleaved({k_: step(f) for k_, f in fwd.items()}, repeats=repeats,
+                                 device=device)
+        base = t_bwd.get(TP_BASELINE)
+        for name, f in fwd.items():
+            mem = saved_activation_bytes(f)
+            rows.append({
+                "L": L, "channels": channels, "edges": edge_index.shape[1], "contender": name,
+                "parameters": params[name],
+                "forward": format_seconds(t_fwd[name].median),
+                "fwd+bwd": format_seconds(t_bwd[name].median),
+                "fwd+bwd min/max": f"{format_seconds(t_bwd[name].min)} / "
+                                   f"{format_seconds(t_bwd[name].max)}",
+                "fwd+bwd speed-up vs e3nn TP": (f"{base.median / t_bwd[name].median:.1f}x"
+                                                if base else "n/a"),
+                "saved activations": f"{mem / 2**20:.0f} MiB",
+                "median_s": t_bwd[name].median,
+            })
+    return rows
+
+
+TP_COLUMNS = ["L", "channels", "edges", "contender", "parameters", "forward", "fwd+bwd",
+              "fwd+bwd min/max", "fwd+bwd speed-up vs e3nn TP", "saved activations"]
+
 
 def main(quick: bool = False, device: str = "cpu") -> list[dict]:
     rows = run(quick=quick, device=device)
-    print("## layers: frame-change overhead of a wrapped PointNetConv "
+    print("## layers (1): frame-change overhead of a wrapped PointNetConv "
           f"(x = {REPS}, k = 16; baseline: the same PointNetConv unwrapped)\n")
     print(markdown_table(rows, COLUMNS))
-    return rows
+    rows_tp = run_versus_tp(quick=quick, device=device)
+    print("\n## layers (2): tensor frames versus tensor products at matched representations "
+          f"(k = 16; baseline: {TP_BASELINE})\n")
+    print(markdown_table(rows_tp, TP_COLUMNS))
+    return rows + rows_tp

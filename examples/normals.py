@@ -1,0 +1,353 @@
+"""Normal regression on point clouds: train, evaluate and compare equivariant models.
+
+Run from a checkout (``models/`` and ``examples/`` are not installed)::
+
+    python -m examples.normals train --arch pointnet2 --flavour pca --epochs 20 --out runs/pn2_pca
+    python -m examples.normals train --out runs/pn2_pca --resume          # continue after a kill
+    python -m examples.normals eval --checkpoint runs/pn2_pca/checkpoint.pt
+    python -m examples.normals eval --arch pca --data synthetic           # no-learning baseline
+    python -m examples.normals compare --preset quick                     # the comparison table
+    torchrun --nproc_per_node 2 -m examples.normals train ...             # data parallel (DDP)
+
+Task: predict the surface normal of every point of a cloud (``SyntheticShapes`` with noise,
+``ModelNet40Normals`` or a ``MeshFolder``). Clouds are centred and scaled to unit radius.
+
+**Loss** (unoriented): ``mean(1 - |cos(pred, normal)|)`` over points; the sign of a predicted
+normal is meaningless. **Metrics** (degrees, on the test set): unoriented error
+``min(angle(p, n), angle(p, -n))`` and oriented error ``angle(p, n)``, mean and median, once on
+the clouds as given and once with one seeded random O(3) element per cloud (reflections
+included); the **equivariance gap** is the rotated mean minus the given mean.
+
+Outputs in ``--out``: ``checkpoint.pt`` (after every epoch, written atomically),
+``metrics.json`` / ``metrics.csv`` (per epoch), ``config.json``, ``final.json`` (after the last
+epoch). ``--resume`` continues a run exactly (same numbers as an uninterrupted run, on the same
+machine and thread count). With ``torchrun`` only rank 0 writes files.
+
+Exit status: 0 on success, 2 for bad input (corrupted data, wrong checkpoint, bad flags), with
+a one-line ``error:`` message on stderr; existing checkpoints and caches are never modified by
+a failing command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import os.path as osp
+import sys
+
+from ._normals_train import (
+    CHECKPOINT_NAME,
+    MODEL_KEYS,
+    CheckpointMismatchError,
+    Config,
+    build_datasets,
+    build_model,
+    check_model_identity,
+    count_parameters,
+    evaluate,
+    flatten_metrics,
+    load_checkpoint,
+    load_model_state,
+    resolve_device,
+    train,
+    write_csv,
+    write_json,
+)
+
+__all__ = ["main", "parse_model_options"]
+
+#: Flags that only affect this invocation: never taken from a checkpoint on --resume.
+RUNTIME_KEYS = ("out", "resume", "stop_after", "device", "threads", "progress", "param_hash")
+
+
+def parse_model_options(items: list[str] | None) -> dict | None:
+    """``["k=16", "hidden=[32, 64]", "act=relu"]`` -> ``{"k": 16, "hidden": [32, 64], ...}``.
+
+    Values are Python literals where they parse as one (numbers, lists, ``True``), otherwise
+    strings; ``true`` / ``false`` / ``none`` are accepted in lower case."""
+    if items is None:
+        return None
+    options = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--model-option expects key=value, got {item!r}")
+        raw = raw.strip()
+        lowered = {"true": True, "false": False, "none": None}
+        if raw.lower() in lowered:
+            value = lowered[raw.lower()]
+        else:
+            try:
+                value = ast.literal_eval(raw)
+            except (ValueError, SyntaxError):
+                value = raw
+        options[key] = value
+    return options
+
+
+# =============================================================================== parser
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--arch", help="pointnet2 | dgcnn | tp (default pointnet2); eval also: pca")
+    g.add_argument(
+        "--flavour", help="plain | augment | pca | learned; cg | gaunt for tp (default pca)"
+    )
+    g.add_argument(
+        "--model-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="keyword argument for models.build (repeatable)",
+    )
+
+
+def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--data", choices=("synthetic", "modelnet", "meshes"), help="data set (default synthetic)"
+    )
+    g.add_argument(
+        "--root",
+        help="data folder (default data/ for synthetic, "
+        "data/modelnet40_normal_resampled for modelnet)",
+    )
+    g.add_argument(
+        "--num-shapes",
+        type=int,
+        help="training clouds (synthetic default 256; others: all, or a seeded subset)",
+    )
+    g.add_argument("--num-test-shapes", type=int, help="test clouds (synthetic default 64)")
+    g.add_argument("--num-points", type=int, help="points per cloud (default 512)")
+    g.add_argument(
+        "--noise", type=float, help="synthetic noise, relative to the cloud radius (default 0.01)"
+    )
+    g.add_argument("--density", choices=("uniform", "nonuniform"), help="synthetic sampling")
+    g.add_argument("--outliers", type=float, help="synthetic outlier fraction (default 0)")
+    g.add_argument(
+        "--pose",
+        choices=("random", "canonical"),
+        help="synthetic orientation: a random rotation per cloud (default), or every shape in "
+        "its canonical orientation (then a plain network can exploit orientation and random "
+        "O(3) at test time exposes it)",
+    )
+    g.add_argument("--data-seed", type=int, help="seed of the data set (default 0)")
+    g.add_argument("--test-fraction", type=float, help="meshes: share of test meshes (0.2)")
+
+
+def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("runtime")
+    g.add_argument("--device", help="auto | cpu | cuda[:i] (default auto)")
+    g.add_argument("--threads", type=int, help="torch threads (default: cores / processes)")
+    g.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="tqdm progress bars (default on)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m examples.normals",
+        description="Normal regression with tensor-frame and tensor-product models.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 2)[1],
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one model (resumable; torchrun for DDP)")
+    _add_model_flags(t)
+    _add_data_flags(t)
+    g = t.add_argument_group("training")
+    g.add_argument("--epochs", type=int, help="total epochs (default 10)")
+    g.add_argument("--batch-size", type=int, help="clouds per batch and process (default 8)")
+    g.add_argument("--lr", type=float, help="Adam learning rate, cosine schedule (1e-3)")
+    g.add_argument("--weight-decay", type=float, help="Adam weight decay (default 0)")
+    g.add_argument("--seed", type=int, help="seed of initialisation, shuffling, augmentation")
+    g.add_argument("--eval-seed", type=int, help="seed of the random O(3) test transforms")
+    g.add_argument("--eval-every", type=int, help="evaluate every N epochs (default 1)")
+    g.add_argument("--out", help="output folder (default runs/normals)")
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        default=None,
+        help="continue the run in --out from its checkpoint; flags not given are "
+        "taken from the checkpoint",
+    )
+    g.add_argument(
+        "--stop-after",
+        type=int,
+        help="stop after this many epochs in this invocation (resume later with --resume)",
+    )
+    g.add_argument(
+        "--find-unused-parameters",
+        action="store_true",
+        default=None,
+        help="DDP: for models with parameters unused in some steps",
+    )
+    g.add_argument("--param-hash", action="store_true", default=None, help=argparse.SUPPRESS)
+    _add_runtime_flags(t)
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint (or --arch pca) on the test set")
+    e.add_argument("--checkpoint", help="checkpoint file (default <--out>/checkpoint.pt)")
+    e.add_argument("--out", help="folder for eval.json / eval.csv (default: the checkpoint's)")
+    _add_model_flags(e)
+    _add_data_flags(e)
+    e.add_argument("--batch-size", type=int, help="clouds per batch")
+    e.add_argument("--eval-seed", type=int, help="seed of the random O(3) test transforms")
+    _add_runtime_flags(e)
+
+    c = sub.add_parser("compare", help="train and evaluate every model of a preset; one table")
+    c.add_argument("--preset", default="quick", help="quick (~10 min on 2 cores) | long")
+    c.add_argument("--out", help="output folder (default runs/compare_<preset>)")
+    c.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse finished rows and continue unfinished ones in --out",
+    )
+    c.add_argument("--rows", help="comma-separated subset of row keys (default: all)")
+    c.add_argument("--data", choices=("synthetic", "modelnet", "meshes"), help="override")
+    c.add_argument("--root", help="data folder override")
+    c.add_argument("--epochs", type=int, help="override the preset's epochs")
+    _add_runtime_flags(c)
+    return parser
+
+
+# =============================================================================== commands
+def _explicit(args: argparse.Namespace) -> dict:
+    names = set(Config.__dataclass_fields__)
+    d = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    options = parse_model_options(getattr(args, "model_option", None))
+    if options is not None:
+        d["options"] = options
+    return d
+
+
+def train_config(args: argparse.Namespace) -> Config:
+    """The :class:`Config` of a ``train`` command (on --resume: checkpoint values + flags)."""
+    explicit = _explicit(args)
+    if not explicit.get("resume"):
+        return Config(**explicit)
+    out = explicit.get("out", Config.out)
+    path = osp.join(out, CHECKPOINT_NAME)
+    saved = load_checkpoint(path).get("config", {})
+    base = {k: v for k, v in saved.items() if k not in RUNTIME_KEYS}
+    return Config.from_dict({**base, **explicit})
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = train_config(args)
+    result = train(cfg)
+    if int(os.environ.get("RANK", "0")) == 0:
+        if result["final"] is not None:
+            print(metrics_table(result["final"]))
+            print(f"\nwrote {cfg.out}/final.json, metrics.json, metrics.csv, {CHECKPOINT_NAME}")
+        else:
+            print(
+                f"stopped after epoch {result['epoch']} of {cfg.epochs}; continue with "
+                f"--out {cfg.out} --resume"
+            )
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    explicit = _explicit(args)
+    requested = {k: explicit[k] for k in MODEL_KEYS if k in explicit}
+    if explicit.get("arch") == "pca" and args.checkpoint is None:
+        cfg = Config(**{**explicit, "flavour": explicit.get("flavour", "pca")})
+        model = build_model("pca", cfg.flavour, cfg.options)
+        out = cfg.out
+        source = "PCA baseline (no learning)"
+    else:
+        path = args.checkpoint or osp.join(explicit.get("out", Config.out), CHECKPOINT_NAME)
+        ckpt = load_checkpoint(path)
+        saved = {k: v for k, v in ckpt.get("config", {}).items() if k not in RUNTIME_KEYS}
+        identity = {k: requested.get(k, ckpt.get(k)) for k in MODEL_KEYS}
+        if "options" not in requested and requested:
+            identity["options"] = ckpt.get("options") or {}
+        check_model_identity(ckpt, identity, path)
+        overrides = {k: v for k, v in explicit.items() if k not in MODEL_KEYS}
+        cfg = Config.from_dict({**saved, **overrides})
+        out = explicit.get("out") or osp.dirname(osp.abspath(path))
+        model = build_model(ckpt["arch"], ckpt["flavour"], ckpt.get("options") or {})
+        load_model_state(model, ckpt, path)
+        source = f"{path} (epoch {ckpt['epoch']})"
+    device = resolve_device(cfg.device, 0)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    _, test_set = build_datasets(cfg)
+    model.to(device)
+    res = evaluate(
+        model,
+        test_set,
+        batch_size=cfg.batch_size,
+        eval_seed=cfg.eval_seed,
+        device=device,
+        rotated=True,
+        progress=cfg.progress,
+    )
+    metrics = {
+        **res["metrics"],
+        "parameters": count_parameters(model),
+        "source": source,
+        "data": {
+            k: getattr(cfg, k)
+            for k in ("data", "root", "num_points", "noise", "num_test_shapes", "data_seed")
+        },
+        "eval_seed": cfg.eval_seed,
+    }
+    os.makedirs(out, exist_ok=True)
+    write_json(osp.join(out, "eval.json"), metrics)
+    write_csv(osp.join(out, "eval.csv"), [flatten_metrics(res["metrics"])])
+    print(f"{source}: {res['metrics']['num_clouds']} test clouds")
+    print(metrics_table(metrics))
+    print(f"\nwrote {osp.join(out, 'eval.json')}, eval.csv")
+    return 0
+
+
+def metrics_table(m: dict) -> str:
+    """A small markdown table of the metrics returned by ``evaluate``."""
+    rows = [
+        "| test set | unoriented mean | unoriented median | oriented mean | oriented median |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for split in ("given", "rotated"):
+        if split in m:
+            u, o = m[split]["unoriented"], m[split]["oriented"]
+            label = "as given" if split == "given" else "random O(3)"
+            rows.append(
+                f"| {label} | {u['mean']:.2f} | {u['median']:.2f} | {o['mean']:.2f} | "
+                f"{o['median']:.2f} |"
+            )
+    if "gap" in m:
+        rows.append(
+            f"\nequivariance gap (rotated - given, mean): unoriented "
+            f"{m['gap']['unoriented']:+.3f} deg, oriented {m['gap']['oriented']:+.3f} deg; "
+            f"|model(Qx) - Q model(x)|: {m['equivariance_error']:.3g} deg"
+        )
+    return "\n".join(rows)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ._normals_compare import run_compare
+
+    return run_compare(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    commands = {"train": cmd_train, "eval": cmd_eval, "compare": cmd_compare}
+    try:
+        return commands[args.command](args)
+    except (ValueError, FileNotFoundError, FloatingPointError) as err:
+        kind = "checkpoint mismatch" if isinstance(err, CheckpointMismatchError) else "error"
+        print(f"{parser.prog} {args.command}: {kind}: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

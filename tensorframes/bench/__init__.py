@@ -5,4 +5,4 @@
 Benchmarks print figures and ratios measured side by side in one run; they are not tests.
 """
 
-SUITES = ("reps", "frames", "tp", "layers")
+SUITES = ("reps", "frames", "tp", "layers", "e2e")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import os
 import time
 
@@ -44,7 +45,13 @@ def main(argv=None) -> None:
     for suite in suites:
         start = time.perf_counter()
         module = importlib.import_module(f"tensorframes.bench.{suite}")
-        rows = module.main(quick=args.quick, device=args.device)
+        params = inspect.signature(module.main).parameters
+        extra = {}
+        if suite == "tp" and "out" in params:  # the tp suite writes its own scaling plot
+            extra["out"] = os.path.join(args.out, "tp_scaling.png")
+        elif "out" in params:
+            extra["out"] = args.out
+        rows = module.main(quick=args.quick, device=args.device, **extra)
         write_csv(os.path.join(args.out, f"{suite}.csv"), rows)
         _plot(rows, suite, os.path.join(args.out, f"{suite}.png"))
         print(f"\n[{suite}: {time.perf_counter() - start:.1f} s; CSV and PNG in {args.out}/]\n")

@@ -1,0 +1,43 @@
+"""Benchmarks are not tests: this only checks that every suite runs end to end on tiny sizes."""
+
+import pytest
+
+from tensorframes.bench import SUITES
+from tensorframes.bench.__main__ import main as bench_main
+
+
+def test_every_suite_is_registered():
+    assert set(SUITES) == {"reps", "frames", "tp", "layers", "e2e"}
+
+
+def test_reps_and_frames_quick_write_tables(tmp_path, capsys):
+    for suite in ("reps", "frames"):
+        bench_main([suite, "--quick", "--out", str(tmp_path)])
+        assert (tmp_path / f"{suite}.csv").stat().st_size > 0
+        assert (tmp_path / f"{suite}.png").stat().st_size > 0
+    out = capsys.readouterr().out
+    assert "speed-up vs e3nn" in out and "| contender |" in out
+
+
+def test_tp_suite_tiny():
+    from tensorframes.bench import tp
+
+    rows = tp.run(quick=True, Ls=[1], repeats=1)
+    assert rows and all(r["median_s"] > 0 for r in rows if "median_s" in r)
+
+
+def test_layers_suite_tiny(monkeypatch):
+    from tensorframes.bench import layers
+
+    rows = layers.run_versus_tp(quick=True, repeats=1, channels=4)
+    names = {r["contender"] for r in rows}
+    assert "tensor frames: wrap(PointNetConv)" in names and "TPConv (cg)" in names
+    assert all(r["median_s"] > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_layers_and_e2e_quick(tmp_path):
+    for suite in ("layers", "e2e"):
+        bench_main([suite, "--quick", "--out", str(tmp_path)])
+        assert (tmp_path / f"{suite}.csv").stat().st_size > 0
+    assert (tmp_path / "e2e_curves.png").stat().st_size > 0

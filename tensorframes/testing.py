@@ -47,11 +47,11 @@ def random_orthogonal(
             sign with probability 1/2).
         generator: a seeded ``torch.Generator`` for reproducible draws.
     """
+    from .frames._baselines import _haar
+
     if det not in (None, 1, -1):
         raise ValueError(f"det must be None, 1 or -1, got {det!r}")
-    A = torch.randn(n, d, d, generator=generator, dtype=torch.float64)
-    Q, Rr = torch.linalg.qr(A)
-    Q = Q * torch.sign(torch.diagonal(Rr, dim1=-2, dim2=-1)).unsqueeze(-2)  # Haar measure
+    Q = _haar(n, d, generator)
     if det is not None:
         flip = torch.linalg.det(Q).sign() != det
         Q = torch.where(flip[:, None, None], Q * _first_row_flip(d), Q)
@@ -66,21 +66,13 @@ def _first_row_flip(d: int) -> torch.Tensor:
 
 def _as_reps(spec, d: int):
     """Interpret an entry of ``reps_in``/``reps_out``: Reps, reps string, POSITIONS or None."""
-    if spec is None or isinstance(spec, Reps) or _is_positions(spec):
-        return spec
-    if isinstance(spec, str):
-        from .reps import Irreps, TensorReps
+    from .reps import as_reps
 
-        try:
-            return TensorReps(spec, spatial_dim=d)
-        except ValueError:
-            try:
-                return Irreps(spec)
-            except ValueError:
-                raise ValueError(
-                    f"cannot interpret {spec!r} as TensorReps, Irreps or {POSITIONS!r}"
-                ) from None
-    raise TypeError(f"expected a Reps, a reps string, {POSITIONS!r} or None, got {spec!r}")
+    if spec is None or _is_positions(spec):
+        return spec
+    if not isinstance(spec, (str, Reps)):
+        raise TypeError(f"expected a Reps, a reps string, {POSITIONS!r} or None, got {spec!r}")
+    return as_reps(spec, d)
 
 
 def _act(value, spec, g: torch.Tensor, t: torch.Tensor):

@@ -78,5 +78,5 @@ def test_argument_mismatch_is_a_value_error():
     pos, x = _cloud()
     with pytest.raises(ValueError, match="reps_in"):
         assert_equivariant(_cross, (pos, x), (POSITIONS,), "1x1p")
-    with pytest.raises(ValueError, match="cannot interpret"):
+    with pytest.raises(ValueError, match="cannot parse"):
         assert_equivariant(_cross, (pos, x), (POSITIONS, "2x1q"), "1x1p")

@@ -19,15 +19,8 @@ import tempfile
 
 from ._harness import format_seconds, markdown_table
 
-ROWS = (
-    ("pca", "PCA normal estimate (baseline)", "pca", "pca"),
-    ("pointnet2_plain", "PointNet++ plain", "pointnet2", "plain"),
-    ("pointnet2_augment", "PointNet++ plain + augmentation", "pointnet2", "augment"),
-    ("pointnet2_pca", "PointNet++ PCA frames", "pointnet2", "pca"),
-    ("pointnet2_learned", "PointNet++ learned frames", "pointnet2", "learned"),
-    ("dgcnn_pca", "DGCNN PCA frames", "dgcnn", "pca"),
-    ("tp_cg", "TP baseline (CG)", "tp", "cg"),
-)
+#: the rows of ``examples.normals compare`` plus DGCNN with PCA frames
+EXTRA_ROWS = (("dgcnn_pca", "DGCNN PCA frames", "dgcnn", "pca"),)
 
 SIZES = {
     True: dict(num_shapes=48, num_test_shapes=16, num_points=128, epochs=4, batch_size=8),
@@ -50,7 +43,8 @@ def run(quick: bool = False, device: str = "cpu", out: str | None = None) -> lis
     comp = _import_compare()
     base = dict(data="synthetic", noise=0.01, pose="canonical", lr=3e-3, seed=0, eval_seed=1234,
                 device=device, progress=False, **SIZES[quick])
-    rows = [(key, label, arch, flavour, {}) for key, label, arch, flavour in ROWS]
+    all_rows = (*comp.ROWS, *EXTRA_ROWS)
+    rows = [(key, label, arch, flavour, {}) for key, label, arch, flavour in all_rows]
     work = out or tempfile.mkdtemp(prefix="tf_e2e_")
     run_dir = osp.join(work, "e2e_runs")
     if osp.exists(run_dir):
@@ -62,7 +56,7 @@ def run(quick: bool = False, device: str = "cpu", out: str | None = None) -> lis
         summary = {r["key"]: r for r in json.load(f)["rows"]}
     baseline = summary["pca"]["metrics"]["given"]["unoriented"]["mean"]
     table = []
-    for key, label, *_ in ROWS:
+    for key, label, *_ in all_rows:
         row = summary.get(key, {})
         if row.get("status", "ok") != "ok":
             table.append({"model": label, "final error": row.get("status"), "median_s": 0.0})

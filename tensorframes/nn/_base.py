@@ -8,7 +8,7 @@ import torch
 from torch_geometric.nn import MessagePassing
 
 from ._frame_ops import EdgeFrames
-from ._wrap import _as_reps, _Expansion
+from ._wrap import _as_reps, _expand_args, _Expansion
 
 
 class TFMessagePassing(MessagePassing):
@@ -56,12 +56,7 @@ class TFMessagePassing(MessagePassing):
     ):
         """Frame-aware ``propagate``: ``frames`` is a Frames or a ``(src, dst)`` pair."""
         expansion = _Expansion(edge_index, frames, self.flow, edge_frames)
-        for name, reps in self.local_reps.items():
-            if name in kwargs:
-                kwargs[name] = expansion.local(kwargs[name], reps, name)
-        for name, reps in self.world_reps.items():
-            if name in kwargs:
-                kwargs[name] = expansion.world(kwargs[name], reps, name)
+        kwargs = _expand_args(self.local_reps, self.world_reps, kwargs, expansion)
         wanted = set(self._user_args)
         if {"frames_i", "frames_j"} & wanted:
             src_frames = torch.cat(

@@ -36,21 +36,12 @@ from ._frame_ops import EdgeFrames, edge_endpoints, split_frames
 
 
 def _as_reps(spec, name: str) -> Reps:
-    from ..reps import Irreps, TensorReps
+    from ..reps import as_reps
 
-    if isinstance(spec, Reps):
-        return spec
-    if isinstance(spec, str):
-        try:
-            return TensorReps(spec)
-        except ValueError:
-            try:
-                return Irreps(spec)
-            except ValueError:
-                raise ValueError(
-                    f"reps of {name!r}: cannot parse {spec!r} as TensorReps or Irreps"
-                ) from None
-    raise TypeError(f"reps of {name!r} must be a Reps or a string, got {type(spec).__name__}")
+    try:
+        return as_reps(spec)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"reps of {name!r}: {err}") from None
 
 
 def _pair(value, bipartite: bool, name: str):
@@ -232,12 +223,13 @@ class FrameWrapped(nn.Module):
         return f"wrap({self._layer!r}, local={local}, world={world})"
 
 
-def _expand_args(module: FrameWrapped, arguments: dict, expansion: _Expansion) -> dict:
+def _expand_args(local: Mapping, world: Mapping, arguments: dict, expansion: _Expansion) -> dict:
+    """``arguments`` with every local / world argument replaced by its ``(sources, dst)``."""
     new = dict(arguments)
-    for name, reps in module.local.items():
+    for name, reps in local.items():
         if name in new:
             new[name] = expansion.local(new[name], reps, name)
-    for name, reps in module.world.items():
+    for name, reps in world.items():
         if name in new:
             new[name] = expansion.world(new[name], reps, name)
     return new
@@ -254,7 +246,7 @@ def _expand_and_call(module: FrameWrapped, arguments: dict, frames, edge_frames)
     layer = module.layer
     edge_index = arguments["edge_index"]
     expansion = _Expansion(edge_index, frames, layer.flow, edge_frames)
-    new = _expand_args(module, arguments, expansion)
+    new = _expand_args(module.local, module.world, arguments, expansion)
     new["edge_index"] = expansion.edge_index()
     takes_size = "size" in module._signature.parameters
     if layer.flow == "source_to_target":

@@ -21,15 +21,16 @@ import torch
 
 from .tensorreps import TensorReps, tensor_power_matrix
 
-_NULL_TOL = 1e-9
+#: eigenvalues of A^T A below this (relative) are null: squared singular values, so 1e-8
+#: separates round-off (1e-30) from the smallest genuine ones (O(0.1) for generic rotations)
+_NULL_TOL = 1e-8
 
 
 def _generic_rotations() -> torch.Tensor:
     """Three fixed generic rotations (float64), the same on every machine."""
-    gen = torch.Generator().manual_seed(1234)
-    Q, Rr = torch.linalg.qr(torch.randn(3, 3, 3, generator=gen, dtype=torch.float64))
-    Q = Q * torch.sign(torch.diagonal(Rr, dim1=-2, dim2=-1)).unsqueeze(-2)
-    return Q * torch.linalg.det(Q).sign()[:, None, None]  # det +1
+    from ..testing import random_orthogonal
+
+    return random_orthogonal(3, 3, det=1, generator=torch.Generator().manual_seed(1234))
 
 
 def _canonical_basis(null: torch.Tensor) -> torch.Tensor:
@@ -77,8 +78,9 @@ def order_decomposition(k: int) -> tuple[tuple[int, ...], torch.Tensor]:
                 for t in range(len(Rs))
             ]
         )
-        _, S, Vh = torch.linalg.svd(A, full_matrices=False)  # A is tall: S covers all unknowns
-        null = Vh[S < _NULL_TOL * max(S.max().item(), 1.0)]  # entries are O(1): orthogonal
+        # null space from the Gram matrix: eigh is robust where LAPACK's SVD may not converge
+        w, V = torch.linalg.eigh(A.T @ A)
+        null = V[:, w < _NULL_TOL * max(w.max().item(), 1.0)].T  # entries are O(1): orthogonal
         if null.shape[0] == 0:
             continue
         for b in _canonical_basis(null):

@@ -19,11 +19,14 @@ def test_reps_and_frames_quick_write_tables(tmp_path, capsys):
     assert "speed-up vs e3nn" in out and "| contender |" in out
 
 
-def test_tp_suite_tiny():
+def test_tp_suite_tiny(tmp_path):
     from tensorframes.bench import tp
+    from tensorframes.bench.__main__ import _plot
 
     rows = tp.run(quick=True, Ls=[1], repeats=1)
     assert rows and all(r["median_s"] > 0 for r in rows if "median_s" in r)
+    _plot(rows, "tp", str(tmp_path / "tp.png"))  # the generic plot takes every suite's rows
+    assert (tmp_path / "tp.png").stat().st_size > 0
 
 
 def test_layers_suite_tiny(monkeypatch):

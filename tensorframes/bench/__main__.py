@@ -12,6 +12,13 @@ from . import SUITES
 from ._harness import write_csv
 
 
+def _label(row: dict) -> str:
+    """A short plot label: the row's name and its size / setting columns."""
+    name = next((str(row[k]) for k in ("contender", "product", "model") if k in row), "?")
+    extra = [f"{k}={row[k]}" for k in ("setting", "L", "matrices", "points", "edges") if k in row]
+    return f"{name} ({', '.join(extra)})" if extra else name
+
+
 def _plot(rows: list[dict], suite: str, path: str) -> None:
     import matplotlib
 
@@ -21,7 +28,7 @@ def _plot(rows: list[dict], suite: str, path: str) -> None:
     timed = [r for r in rows if "median_s" in r]
     if not timed:
         return
-    labels = [f"{r['contender']} (n={r.get('matrices', r.get('points', ''))})" for r in timed]
+    labels = [_label(r) for r in timed]
     fig, ax = plt.subplots(figsize=(9, 0.4 * len(timed) + 1.5))
     ax.barh(range(len(timed)), [r["median_s"] for r in timed])
     ax.set_yticks(range(len(timed)), labels, fontsize=7)

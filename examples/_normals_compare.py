@@ -82,7 +82,7 @@ PRESETS = {
         },
     },
     "long": {
-        "description": "about half an hour on a 2-core CPU",
+        "description": "about 20-30 minutes on a 2-core CPU",
         "config": dict(
             data="synthetic",
             num_shapes=512,
@@ -90,7 +90,7 @@ PRESETS = {
             num_points=512,
             noise=0.01,
             pose="canonical",
-            epochs=12,
+            epochs=10,
             batch_size=8,
             lr=2e-3,
             seed=0,

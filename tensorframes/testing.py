@@ -117,7 +117,8 @@ def assert_equivariant(
     * ``None``: left unchanged (indices, batch vectors, invariant inputs and outputs).
 
     Floating inputs are cast to ``dtype`` (float64 by default) and an ``nn.Module`` ``fn`` is
-    copied and cast too, so the comparison is not limited by float32 rounding.
+    copied, cast and put in eval mode (no dropout), so the comparison is not limited by float32
+    rounding or noise. A plain function is called as it is.
 
     Args:
         fn: the function or module under test.
@@ -141,7 +142,7 @@ def assert_equivariant(
     gen = torch.Generator().manual_seed(seed)
     tol = tolerance(dtype) if tol is None else tol
     if isinstance(fn, torch.nn.Module):
-        fn = copy.deepcopy(fn).to(dtype)
+        fn = copy.deepcopy(fn).to(dtype).eval()  # no dropout noise in the comparison
     mapping = isinstance(args, Mapping)
     if mapping != isinstance(reps_in, Mapping) or len(args) != len(reps_in):
         raise ValueError("reps_in must match args: one entry per argument, same container type")

@@ -36,6 +36,11 @@ class TFMessagePassing(MessagePassing):
 
     def __init__(self, *, local: Mapping | None = None, world: Mapping | None = None, **kwargs):
         super().__init__(**kwargs)
+        if self.flow != "source_to_target":
+            raise ValueError(
+                "TFMessagePassing supports flow='source_to_target' only (its expansion is "
+                f"bipartite, which PyG layers read inconsistently otherwise); got {self.flow!r}"
+            )
         self.local_reps = {k: _as_reps(v, k) for k, v in dict(local or {}).items()}
         self.world_reps = {k: _as_reps(v, k) for k, v in dict(world or {}).items()}
 

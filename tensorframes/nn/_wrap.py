@@ -82,12 +82,15 @@ class _Expansion:
             src, dst = edge_endpoints(edge_index, flow)
             self._rel = None  # computed on first use, after the inputs were checked
         else:
-            if edge_frames.rel.shape[0] != edge_index.shape[1]:
-                raise ValueError(
-                    f"edge_frames hold {edge_frames.rel.shape[0]} edges, edge_index has "
-                    f"{edge_index.shape[1]}"
-                )
             src, dst, self._rel = edge_frames
+            e_src, e_dst = edge_endpoints(edge_index, flow)
+            same = src.shape == e_src.shape and torch.equal(src, e_src) and torch.equal(dst, e_dst)
+            if not same:
+                raise ValueError(
+                    "edge_frames were computed for another graph or flow: their "
+                    f"{src.shape[0]} edges do not match edge_index ({e_src.shape[0]} edges, "
+                    f"flow={flow!r}); use EdgeFrames.compute(edge_index, frames, flow=layer.flow)"
+                )
         self.src, self.dst = src, dst
         self.n_src, self.n_dst = self.R_src.shape[0], self.R_dst.shape[0]
         self.n_slots = min(self.n_src, self.n_dst)
@@ -197,6 +200,16 @@ class FrameWrapped(nn.Module):
                 f"{type(layer).__name__}.forward has no edge_index argument and no adapter"
             )
         self._adapter = adapter or _expand_and_call
+        extra = [
+            inspect.Parameter("frames", inspect.Parameter.KEYWORD_ONLY),
+            inspect.Parameter("edge_frames", inspect.Parameter.KEYWORD_ONLY, default=None),
+        ]
+        params_list = list(self._signature.parameters.values())
+        var_kw = [p for p in params_list if p.kind is inspect.Parameter.VAR_KEYWORD]
+        rest = [p for p in params_list if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        # what inspect.signature(wrapped) shows: the layer's forward plus the two keywords
+        object.__setattr__(self, "__signature__", self._signature.replace(
+            parameters=rest + extra + var_kw))
 
     @property
     def layer(self) -> MessagePassing:
@@ -246,6 +259,15 @@ def _expand_and_call(module: FrameWrapped, arguments: dict, frames, edge_frames)
     layer = module.layer
     edge_index = arguments["edge_index"]
     expansion = _Expansion(edge_index, frames, layer.flow, edge_frames)
+    if (expansion.bipartite and expansion.n_dst > expansion.n_src
+            and getattr(layer, "add_self_loops", False)):
+        # the layer would add loops to every target, also to targets >= n_src, which have no
+        # source of the same index in the original graph
+        raise ValueError(
+            f"{type(layer).__name__}(add_self_loops=True) on a bipartite graph with more targets "
+            f"({expansion.n_dst}) than sources ({expansion.n_src}) is ambiguous; build the layer "
+            "with add_self_loops=False and add the loops to edge_index explicitly"
+        )
     new = _expand_args(module.local, module.world, arguments, expansion)
     new["edge_index"] = expansion.edge_index()
     takes_size = "size" in module._signature.parameters

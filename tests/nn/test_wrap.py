@@ -255,3 +255,31 @@ def test_malformed_use_fails_loudly():
         w(x, pos, d["ei"])
     with pytest.raises(TypeError, match="SparseTensor"):
         w(x, pos, d["ei"].to_sparse(), frames=frames)
+
+
+def test_refusals_that_keep_results_honest():
+    """Ambiguous or mismatched use raises instead of returning wrong numbers."""
+    reps = REPS["tensor"]
+    d = _inputs(reps, True)  # N_SRC = 10 sources, N_DST = 6 targets
+    frames_small_src = (tf.Frames(d["R_dst"]), tf.Frames(d["R_src"]))  # 6 sources, 10 targets
+    x_src, x_dst = d["x"][1], d["x"][0]
+    ei = d["ei"].flip(0) % 6  # any edges within range: 6 sources -> 10 targets
+    layer = wrap(gnn.GATConv(reps.dim, 4).double(), local={"x": reps})  # adds self loops
+    with pytest.raises(ValueError, match="more targets"):
+        layer((x_src, x_dst), ei, frames=frames_small_src)
+    # EdgeFrames of another graph with the same number of edges
+    d0 = _inputs(reps, False)
+    frames = tf.Frames(d0["R_src"])
+    edge = wrap(gnn.EdgeConv(_mlp(2 * reps.dim, 8)).double(), local={"x": reps})
+    other = EdgeFrames.compute(d0["ei"].flip(0), frames)
+    with pytest.raises(ValueError, match="another graph or flow"):
+        edge(d0["x"][0], d0["ei"], frames=frames, edge_frames=other)
+
+
+def test_wrapped_signature_is_the_layers_plus_frames():
+    import inspect
+
+    layer = gnn.PointNetConv(_mlp(REPS["tensor"].dim + 3, 8))
+    sig = inspect.signature(wrap(layer, local={"x": REPS["tensor"]}, world={"pos": "1x1n"}))
+    assert list(sig.parameters)[:3] == list(inspect.signature(layer.forward).parameters)[:3]
+    assert sig.parameters["frames"].kind is inspect.Parameter.KEYWORD_ONLY

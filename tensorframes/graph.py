@@ -495,6 +495,12 @@ def knn_graph(x: torch.Tensor, k: int, batch: torch.Tensor | None = None, loop: 
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
     ei = knn(x, x, k if loop else k + 1, batch, batch, backend=backend, chunk_size=chunk_size)
+    return _as_graph(ei, flow, loop)
+
+
+def _as_graph(ei: torch.Tensor, flow: str, loop: bool) -> torch.Tensor:
+    """A ``[query, neighbour]`` result of :func:`knn` / :func:`radius` on ``(x, x)`` as
+    ``edge_index`` under ``flow``, self pairs dropped unless ``loop``."""
     if flow == "source_to_target":
         row, col = ei[1], ei[0]
     else:
@@ -540,14 +546,7 @@ def radius_graph(x: torch.Tensor, r: float, batch: torch.Tensor | None = None,
     _check_flow(flow)
     ei = radius(x, x, r, batch, batch, max_num_neighbors if loop else max_num_neighbors + 1,
                 backend=backend, chunk_size=chunk_size)
-    if flow == "source_to_target":
-        row, col = ei[1], ei[0]
-    else:
-        row, col = ei[0], ei[1]
-    if not loop:
-        mask = row != col
-        row, col = row[mask], col[mask]
-    return torch.stack([row, col], 0)
+    return _as_graph(ei, flow, loop)
 
 
 def fps(src: torch.Tensor, batch: torch.Tensor | None = None, ratio: float = 0.5,

@@ -219,6 +219,18 @@ def _edge_weights_block(weight, d2, s2_e, lo, hi):
     return _edge_weights(weight, d2, s2_e)
 
 
+def _regular_degree(i: torch.Tensor, n: int) -> int:
+    """``k`` if the targets are ``0,..,0, 1,..,1, ...`` with exactly ``k`` edges each (the layout
+    of :func:`~tensorframes.graph.knn_graph` on clouds larger than ``k``), else 0. Such graphs
+    take the dense path: per-node sums of contiguous blocks instead of a scatter."""
+    E = i.numel()
+    if n == 0 or E == 0 or E % n:
+        return 0
+    k = E // n
+    nodes = torch.arange(n, device=i.device, dtype=i.dtype)
+    return k if torch.equal(i.view(n, k), nodes[:, None].expand(n, k)) else 0
+
+
 def _pca3(pos, ei, weight, center):
     n = pos.shape[0]
     j, i = ei[0], ei[1]
@@ -230,25 +242,41 @@ def _pca3(pos, ei, weight, center):
     cnt = torch.bincount(i, minlength=n).to(pos.dtype)
     weighted = not (isinstance(weight, str) and weight == "uniform")
     needs_scale = weighted and not isinstance(weight, torch.Tensor)
-    blocks = [(lo, min(lo + EDGE_BLOCK, E)) for lo in range(0, E, EDGE_BLOCK)]
+    k = _regular_degree(i, n)
+    step = max(1, EDGE_BLOCK // k) * k if k else EDGE_BLOCK  # regular: whole nodes per block
+    blocks = [(lo, min(lo + step, E)) for lo in range(0, E, step)]
 
     def offsets(lo, hi, out=None):
         jj, ii = j[lo:hi], i[lo:hi]
+        if k:  # the centres are a contiguous run of nodes: broadcast instead of gathering
+            nb = (hi - lo) // k
+            centre = pT[:, lo // k : lo // k + nb, None]
+            neigh = pT.index_select(1, jj).view(3, nb, k)
+            out3 = None if out is None else out.view(3, nb, k)
+            return torch.sub(neigh, centre, out=out3).view(3, hi - lo), ii
         return torch.sub(pT.index_select(1, jj), pT.index_select(1, ii), out=out), ii
+
+    def accumulate(acc, lo, hi, values, ii):
+        """``acc[..., i] += values[..., e]`` over the block's edges."""
+        if k:
+            nb = (hi - lo) // k
+            acc[..., lo // k : lo // k + nb] += values.unflatten(-1, (nb, k)).sum(-1)
+        else:
+            acc.index_add_(acc.dim() - 1, ii, values)
 
     s2 = None
     if needs_scale:  # mean squared neighbour distance per node (first, cheap pass)
         acc = pos.new_zeros(n)
         for lo, hi in blocks:
             d, ii = offsets(lo, hi)
-            acc.index_add_(0, ii, (d * d).sum(0))
+            accumulate(acc, lo, hi, (d * d).sum(0), ii)
         s2 = acc / cnt.clamp_min(1)
 
     # One pass of moments, block by block (the block's features stay in cache); rows:
     # 2nd moments (6), 3rd moments (10), 1st moments (3) [, weight].
     nf = 20 if weighted else 19
     M = pos.new_zeros(nf, n)
-    F = pos.new_empty(nf, min(EDGE_BLOCK, max(E, 1)))
+    F = pos.new_empty(nf, min(step, max(E, 1)))
     for lo, hi in blocks:
         Fc = F[:, : hi - lo]
         d, ii = offsets(lo, hi, out=Fc[16:19])
@@ -270,7 +298,7 @@ def _pca3(pos, ei, weight, center):
             w = _edge_weights_block(weight, d2, s2_e, lo, hi)
             Fc[:19] *= w
             Fc[19] = w
-        M.index_add_(1, ii, Fc)
+        accumulate(M, lo, hi, Fc, ii)
     W = M[19] if weighted else cnt
     Wc = torch.where(W > 0, W, torch.ones_like(W))
     cov = [M[c] / Wc for c in range(6)]

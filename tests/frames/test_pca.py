@@ -188,3 +188,23 @@ def test_eigh3_against_linalg_and_degenerate():
         Frames_.validate()
         torch.testing.assert_close(lam.double(), D.diagonal(dim1=1, dim2=2).double(),
                                    atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("weight", ["uniform", "gaussian"])
+def test_knn_layout_dense_path_equals_scatter_path(weight):
+    """k-regular graphs sorted by centre (knn_graph's layout) skip the scatter; shuffling the
+    edges forces the scatter path, which must give the same frames and info."""
+    from tensorframes.frames._pca import _regular_degree
+
+    gen = torch.Generator().manual_seed(7)
+    pos = torch.randn(300, 3, generator=gen, dtype=torch.float64) * torch.tensor(
+        [2.0, 1.0, 0.5], dtype=torch.float64)
+    batch = torch.tensor([0] * 120 + [1] * 180)
+    ei = tf.graph.knn_graph(pos, 10, batch)
+    assert _regular_degree(ei[1], 300) == 10
+    perm = torch.randperm(ei.shape[1], generator=gen)
+    assert _regular_degree(ei[1, perm], 300) == 0
+    F1, info1 = tf.frames.pca(pos, edge_index=ei, weight=weight, return_info=True)
+    F2, info2 = tf.frames.pca(pos, edge_index=ei[:, perm], weight=weight, return_info=True)
+    torch.testing.assert_close(F1.matrices, F2.matrices, rtol=0, atol=1e-10)
+    torch.testing.assert_close(info1.eigenvalues, info2.eigenvalues, rtol=0, atol=1e-10)

@@ -61,10 +61,9 @@ def run(quick: bool = False, device: str = "cpu", repeats: int | None = None) ->
     frames = tf_frames.pca(pos, edge_index=edge_index)
     edge_frames = EdgeFrames.compute(edge_index, frames)
     C = REPS.dim
-    torch.manual_seed(0)
     from torch_geometric.nn import PointNetConv
 
-    def make_layer():
+    def make_layer():  # seeded: plain and wrapped start from the same weights
         torch.manual_seed(0)
         local_nn = nn.Sequential(nn.Linear(C + 3, 128), nn.ReLU(), nn.Linear(128, C))
         return PointNetConv(local_nn, add_self_loops=False).to(device)

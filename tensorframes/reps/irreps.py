@@ -485,10 +485,11 @@ class Irreps(tuple, Reps):
         signed: dict[int, torch.Tensor] = {}
         pieces = []
         aliased = False  # a piece that is a view of the input x
-        for (mul, ir), s in zip(self, self.slices()):
+        # split (not slicing): its backward is one cat, where slices would zero-fill a full
+        # gradient per block
+        for (mul, ir), xb in zip(self, x.split([b.dim for b in self], dim=-1)):
             if mul == 0:
                 continue
-            xb = x[..., s]
             if ir.l == 0:
                 y = xb * det.expand(batch)[..., None] if ir.p == -1 else xb
                 aliased = aliased or ir.p == 1

@@ -258,10 +258,10 @@ class TensorReps(Reps):
     def transform(self, x: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
         """Return ``rho(R) x`` for ``x`` of shape ``(..., dim)`` and ``R`` of shape ``(..., d, d)``.
 
-        An order-k block is contracted with ``R`` once per tensor index (``k d^(k+1)``
-        multiply-adds per tensor instead of ``d^(2k)`` for the dense matrix; for order 2 this
-        measured as fast as one matmul with ``R (x) R`` and saves 9x less for backward);
-        pseudo-tensor blocks are multiplied by ``det(R)``. Leading shapes broadcast. No Python
+        An order-1 block is one batched matmul with ``R``; an order-2 block one matmul with the
+        ``d^2 x d^2`` matrix ``R (x) R`` (measured faster on CPU than two contractions with ``R``,
+        which need permuted copies); higher orders are contracted with ``R`` once per tensor
+        index (``k d^(k+1)`` multiply-adds per tensor instead of ``d^(2k)``). Pseudo-tensor blocks are multiplied by ``det(R)``. Leading shapes broadcast. No Python
         loop over leading entries or multiplicity.
 
         Shapes:
@@ -272,9 +272,11 @@ class TensorReps(Reps):
         d = self._d
         det = torch.linalg.det(R) if any(b.rep.parity == "p" for b in self._blocks) else None
         out = []
-        for block, sl in zip(self._blocks, self.slices()):
+        # split (not slicing): its backward is one cat, where slices would zero-fill a full
+        # gradient per block
+        sizes = [sl.stop - sl.start for sl in self.slices()]
+        for block, xb in zip(self._blocks, x.split(sizes, dim=-1)):
             k = block.rep.order
-            xb = x[..., sl]
             if block.mul == 0:
                 out.append(xb.expand(*lead, 0))
                 continue
@@ -334,10 +336,12 @@ def _apply_tensor_power(x: torch.Tensor, R: torch.Tensor, k: int, d: int) -> tor
     if k == 1:
         return torch.einsum("...ij,...mj->...mi", R, x)
     if k == 2:
-        x = x.unflatten(-1, (d, d))
-        # (R X R^T)_{ij} = R_ia X_ab R_jb, as two contractions of d multiply-adds each
-        y = torch.einsum("...ia,...mab->...mib", R, x)
-        return torch.einsum("...jb,...mib->...mij", R, y).flatten(-2)
+        # (R X R^T)_{ij} = (R (x) R)_{ij,ab} X_ab: one batched matmul with the d^2 x d^2 Kronecker
+        # square. Two contractions of d multiply-adds each need fewer flops, but each needs a
+        # permuted copy of the block; on CPU the single matmul is 1.4x (forward) to 1.7x
+        # (forward + backward) faster at 5e5 edges.
+        K = (R[..., :, None, :, None] * R[..., None, :, None, :]).flatten(-4, -3).flatten(-2)
+        return torch.matmul(x, K.transpose(-1, -2))
     # general order: contract one index at a time; the viewed shape is (..., mul, a, d, b)
     y = x
     for axis in range(k):

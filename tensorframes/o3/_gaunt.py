@@ -13,9 +13,11 @@ signals is the pointwise product ``f1 f2``, projected back onto the harmonics:
 (Gaunt coefficients; zero unless ``l1+l2+l3`` is even). Both methods compute exactly this
 (documented constant: 1, the two methods are equal):
 
-* ``"grid"``: both signals evaluated on a Gauss-Legendre (``L1+L2+1`` nodes in ``cos theta``) x
-  uniform (``2(L1+L2)+1`` nodes in ``phi``) grid, exact for the output degree ``L1+L2``;
-  pointwise product; projection with the quadrature weights. Three GEMMs.
+* ``"grid"``: both signals evaluated on a Gauss-Legendre (``floor(D/2)+1`` nodes in
+  ``cos theta``) x uniform (``D+1`` nodes in ``phi``) grid, ``D = L1+L2+Lout``: the smallest
+  product grid on which the projection of ``f1 f2`` onto degrees ``<= Lout`` is exact;
+  pointwise product; projection with the quadrature weights. Separable: per azimuthal order a
+  Legendre GEMM, then one trigonometric GEMM in ``phi``.
 * ``"fourier"``: the signals are converted to 2D Fourier coefficients in ``(theta, phi)``
   (``Y_lm`` extended to the torus is a trigonometric polynomial of degree ``<= l`` in each
   angle) by a precomputed matrix; the product is the 2D convolution of the coefficient arrays,
@@ -54,14 +56,22 @@ __all__ = [
 ]
 
 
+#: Grid values per batch chunk of the grid Gaunt product (4 MB in float32).
+GRID_CHUNK_VALUES = 1 << 20
+
+
 # -- static data (float64, cached) ------------------------------------------------------------
 @functools.cache
-def _s2_grid(L: int):
+def _s2_grid(L: int, n_theta: int | None = None, n_phi: int | None = None):
     """Gauss-Legendre x uniform grid exact for polynomials of degree ``2L`` on the sphere.
 
-    Returns ``(vec (n, 3), weights (n,))`` in float64; ``sum_k w_k p(vec_k) = int_{S2} p``.
+    ``n_theta`` Gauss-Legendre nodes in ``cos theta`` integrate degree ``2 n_theta - 1`` exactly,
+    ``n_phi`` uniform nodes in ``phi`` every frequency below ``n_phi``; the defaults are
+    ``L + 1`` and ``2L + 1``. Returns ``(vec (n, 3), weights (n,))`` in float64 with
+    ``sum_k w_k p(vec_k) = int_{S2} p``.
     """
-    n_theta, n_phi = L + 1, 2 * L + 1
+    n_theta = L + 1 if n_theta is None else n_theta
+    n_phi = 2 * L + 1 if n_phi is None else n_phi
     z, wz = np.polynomial.legendre.leggauss(n_theta)
     phi = 2 * np.pi * np.arange(n_phi) / n_phi
     s = np.sqrt(1 - z**2)
@@ -101,24 +111,31 @@ def _trig(L: int, n_phi: int) -> torch.Tensor:
 
 
 @functools.cache
-def _separable(L: int, Lg: int):
-    """Factorised harmonics on grid ``Lg``: ``Y_k(theta_i, phi_j) = Lam_k(theta_i) T_{m_k}(phi_j)``.
+def _separable(L: int, n_theta: int):
+    """Factorised harmonics: ``Y_k(theta_i, phi) = Lam_k(theta_i) T_{m_k}(phi)``.
 
-    Returns ``slot (2L+1, L+1)``: index of the harmonic ``k`` in azimuthal row ``m`` (``K`` =
-    padding) and ``lam (2L+1, L+1, n_theta)`` its Legendre factor (0 for padding).
+    ``theta_i`` are the ``n_theta`` Gauss-Legendre nodes of :func:`_s2_grid`. Returns
+    ``slot (2L+1, L+1)``: index of the harmonic ``k`` in azimuthal row ``m`` (``K`` = padding)
+    and ``lam (2L+1, L+1, n_theta)`` its Legendre factor (0 for padding).
     """
-    vec, _ = _s2_grid(Lg)
-    n_theta, n_phi = Lg + 1, 2 * Lg + 1
-    Y = _sh(L, vec).reshape(n_theta, n_phi, -1)
-    T = _trig(L, n_phi)
-    norm = torch.where(torch.arange(-L, L + 1) == 0, n_phi, n_phi / 2).to(torch.float64)
-    c = torch.einsum("ijk,mj->kmi", Y, T) / norm[None, :, None]  # (K, 2L+1, n_theta)
+
+    def azimuthal(n_theta):  # (K, 2L+1, n_theta): trig coefficients of each harmonic
+        n_phi = 2 * L + 1  # resolves every azimuthal order of degree L
+        vec, _ = _s2_grid(L, n_theta, n_phi)
+        Y = _sh(L, vec).reshape(n_theta, n_phi, -1)
+        norm = torch.where(torch.arange(-L, L + 1) == 0, n_phi, n_phi / 2).to(torch.float64)
+        return torch.einsum("ijk,mj->kmi", Y, _trig(L, n_phi)) / norm[None, :, None]
+
+    # the order m of each harmonic is read off L + 1 distinct nodes, where no Legendre factor
+    # of degree <= L vanishes everywhere (on fewer nodes one can: Y_30 on 3 Gauss nodes)
+    detect = azimuthal(L + 1)
+    c = detect if n_theta == L + 1 else azimuthal(n_theta)
     K = c.shape[0]
     slot = torch.full((2 * L + 1, L + 1), K, dtype=torch.long)
     lam = torch.zeros(2 * L + 1, L + 1, n_theta, dtype=torch.float64)
     fill = [0] * (2 * L + 1)
     for k in range(K):
-        mags = c[k].abs().amax(-1)
+        mags = detect[k].abs().amax(-1)
         m = int(mags.argmax())
         if (mags > 1e-9 * mags[m]).sum() != 1:  # pragma: no cover - basis assumption broken
             raise RuntimeError("harmonic without a single azimuthal order on the grid")
@@ -218,17 +235,20 @@ class _GauntCore(StaticBuffers):
         if method not in ("grid", "fourier"):
             raise ValueError(f"method must be 'grid' or 'fourier', got {method!r}")
         self.L1, self.L2, self.Lout, self.method = L1, L2, Lout, method
-        Lg = L1 + L2
         if method == "grid":
-            # separable: Legendre factors per azimuthal order (batched GEMM), then trig in phi
-            n_theta, n_phi = Lg + 1, 2 * Lg + 1
-            self.n_theta = n_theta
+            # separable: Legendre factors per azimuthal order (batched GEMM), then trig in phi.
+            # Sized exactly for the output degree: the projection integrand f1 f2 Y_out has
+            # degree D = L1 + L2 + Lout, integrated exactly by ceil((D + 1) / 2) Gauss-Legendre
+            # nodes in cos(theta) and D + 1 uniform nodes in phi.
+            D = L1 + L2 + Lout
+            n_theta, n_phi = D // 2 + 1, D + 1
+            self.n_theta, self.n_phi = n_theta, n_phi
             for name, L in (("1", L1), ("2", L2)):
-                slot, lam = _separable(L, Lg)
+                slot, lam = _separable(L, n_theta)
                 self.register_static(f"slot{name}", slot)
                 self.register_static(f"lam{name}", lam)  # (2L+1, L+1, n_theta)
                 self.register_static(f"trig{name}", _trig(L, n_phi))  # (2L+1, n_phi)
-            slot, lam = _separable(Lout, Lg)
+            slot, lam = _separable(Lout, n_theta)
             _, wz = np.polynomial.legendre.leggauss(n_theta)
             # projection: x_k = sum_i w_i Lam_k(theta_i) (2 pi / n_phi) sum_j V_ij T_mk(phi_j)
             lam = lam * torch.from_numpy(wz)[None, None, :] * (2 * math.pi / n_phi)
@@ -262,6 +282,15 @@ class _GauntCore(StaticBuffers):
         c = torch.bmm(lam.transpose(1, 2), xp)  # (2L+1, n_theta, B)
         return (trig.T @ c.reshape(c.shape[0], -1)).reshape(trig.shape[1], -1, B)
 
+    def _grid_product(self, x1T: torch.Tensor, x2T: torch.Tensor) -> torch.Tensor:
+        """``(K1, B) x (K2, B) -> (Ko, B)`` on the grid (batch-last layout)."""
+        B = x1T.shape[1]
+        v = (self._to_grid(x1T, self.slot1, self.lam1, self.trig1)
+             * self._to_grid(x2T, self.slot2, self.lam2, self.trig2))  # (n_phi, n_theta, B)
+        d = self.trig_out.T @ v.reshape(v.shape[0], -1)  # (2Lo+1, n_theta * B)
+        r = torch.bmm(self.lam_out.transpose(1, 2), d.reshape(d.shape[0], -1, B))
+        return r.reshape(-1, B)[self.out_index]
+
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         if self.method == "grid":
             # batch-last layout: every GEMM has the batch as its long contiguous axis
@@ -269,12 +298,15 @@ class _GauntCore(StaticBuffers):
             x1T = x1.reshape(-1, x1.shape[-1]).T.contiguous()
             x2T = x2.reshape(-1, x2.shape[-1]).T.contiguous()
             B = x1T.shape[1]
-            v = (self._to_grid(x1T, self.slot1, self.lam1, self.trig1)
-                 * self._to_grid(x2T, self.slot2, self.lam2, self.trig2))  # (n_phi, n_theta, B)
-            d = self.trig_out.T @ v.reshape(v.shape[0], -1)  # (2Lo+1, n_theta * B)
-            r = torch.bmm(self.lam_out.transpose(1, 2), d.reshape(d.shape[0], -1, B))
-            out = r.reshape(-1, B)[self.out_index].T  # (B, Ko)
-            return out.reshape(*batch, out.shape[-1])
+            # batch chunks whose grid values stay in cache (one pass over memory per chunk
+            # instead of one per GEMM); same result as one big chunk
+            chunk = max(32, GRID_CHUNK_VALUES // (self.n_phi * self.n_theta))
+            if B <= chunk:
+                out = self._grid_product(x1T, x2T)
+            else:
+                out = torch.cat([self._grid_product(x1T[:, i:i + chunk], x2T[:, i:i + chunk])
+                                 for i in range(0, B, chunk)], dim=1)
+            return out.T.reshape(*batch, out.shape[0])
         F1 = self._to_fourier(x1, self.A1, self.idx1)
         F2 = self._to_fourier(x2, self.A2, self.idx2)
         # 2D convolution of the coefficient arrays via FFT (no aliasing: N = 2(L1+L2)+1)
@@ -331,33 +363,66 @@ class _ToSignals(torch.nn.Module):
         return torch.stack(out, dim=-3) if out else x.new_zeros(*batch, 0, self.channels, K)
 
 
-class _FromSignals(torch.nn.Module):
-    """Typed product signals ``[(type, (..., C, Ko))]`` -> irreps_out, one linear map per block."""
+class _FromSignals(StaticBuffers):
+    """Typed product signals ``(..., T, C, Ko)`` -> irreps_out, one linear map per block.
+
+    Block ``(mul, l p)`` mixes the ``(term, channel)`` pairs of matching parity type. All blocks
+    of the same ``l`` run as one GEMM on the ``(batch * (2l+1), T*C)`` slice; one column gather
+    puts the results in irreps order (blocks with nothing to read get zeros).
+    """
 
     def __init__(self, term_types: list[int], channels: int, Lout: int, irreps_out: Irreps):
         super().__init__()
         self.irreps_out, self.Lout = irreps_out, Lout
         self.term_types = term_types
+        self.channels = channels
         self.weights = torch.nn.ParameterList()
         self._terms = []
         for mul, ir in irreps_out:
             terms = [i for i, t in enumerate(term_types) if t == _type(ir)] if ir.l <= Lout else []
             self._terms.append(terms)
             self.weights.append(torch.nn.Parameter(torch.randn(len(terms), channels, mul)))
+        # per l: the blocks computed by one GEMM; result column (i, m) <-> block row m, comp i
+        self._groups: dict[int, list[int]] = {}
+        for b, ((mul, ir), terms) in enumerate(zip(irreps_out, self._terms)):
+            if mul > 0 and terms:
+                self._groups.setdefault(ir.l, []).append(b)
+        src = torch.full((irreps_out.dim,), -1, dtype=torch.long)
+        starts = [sl.start for sl in irreps_out.slices()]
+        col = 0
+        for l, blocks in self._groups.items():
+            M = sum(irreps_out[b].mul for b in blocks)
+            m0 = 0
+            for b in blocks:
+                mul = irreps_out[b].mul
+                for w in range(mul):
+                    for i in range(2 * l + 1):
+                        # output position (block b, copy w, component i) <- flat column
+                        src[starts[b] + w * (2 * l + 1) + i] = col + i * M + m0 + w
+                m0 += mul
+            col += (2 * l + 1) * M
+        src[src < 0] = col  # the zero column appended in forward
+        self.register_static("gather", src)
 
-    def forward(self, terms: list[torch.Tensor], batch) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, batch) -> torch.Tensor:
+        T, Ko = z.shape[-3], z.shape[-1]
+        TC = T * self.channels
+        zt = z.reshape(-1, TC, Ko).transpose(1, 2)  # (B, Ko, T*C), a view
+        B = zt.shape[0]
         pieces = []
-        ref = terms[0]
-        for (mul, ir), idx, W in zip(self.irreps_out, self._terms, self.weights):
-            if mul == 0:
-                continue
-            if not idx:
-                pieces.append(ref.new_zeros(*batch, mul * ir.dim))
-                continue
-            s = torch.stack([terms[i][..., ir.l**2:(ir.l + 1) ** 2] for i in idx], dim=-3)
-            y = torch.einsum("...tcd,tcw->...wd", s, W) / math.sqrt(W.shape[0] * W.shape[1])
-            pieces.append(y.reshape(*batch, mul * ir.dim))
-        return torch.cat(pieces, dim=-1) if pieces else ref.new_zeros(*batch, 0)
+        for l, blocks in self._groups.items():
+            Ws = []
+            for b in blocks:
+                W, terms = self.weights[b], self._terms[b]
+                full = W.new_zeros(T, self.channels, W.shape[-1])
+                full[terms] = W / math.sqrt(W.shape[0] * W.shape[1])
+                Ws.append(full.reshape(TC, -1))
+            Wl = torch.cat(Ws, dim=1) if len(Ws) > 1 else Ws[0]
+            zl = zt[:, l * l:(l + 1) ** 2, :].reshape(B * (2 * l + 1), TC)
+            pieces.append((zl @ Wl).reshape(B, -1))  # columns (i, m)
+        pieces.append(z.new_zeros(B, 1))
+        out = torch.cat(pieces, dim=1).index_select(1, self.gather)
+        return out.reshape(*batch, self.irreps_out.dim)
 
 
 class _SignalProductBase(StaticBuffers):
@@ -432,7 +497,7 @@ class GauntTensorProduct(_SignalProductBase):
         z = self.core(a, b)  # (..., combos, C, Ko)
         if weight is not None:
             z = z * weight[..., None, :, None]
-        return self.lin_out(list(z.unbind(-3)), batch)
+        return self.lin_out(z, batch)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", method={self.method!r}"
@@ -493,4 +558,4 @@ class VectorGauntTensorProduct(_SignalProductBase):
         z = torch.stack(terms, dim=-3) @ self.Yout  # (..., 3 combos, C, Ko)
         if weight is not None:
             z = z * weight[..., None, :, None]
-        return self.lin_out(list(z.unbind(-3)), batch)
+        return self.lin_out(z, batch)

@@ -261,8 +261,9 @@ class TensorReps(Reps):
         An order-1 block is one batched matmul with ``R``; an order-2 block one matmul with the
         ``d^2 x d^2`` matrix ``R (x) R`` (measured faster on CPU than two contractions with ``R``,
         which need permuted copies); higher orders are contracted with ``R`` once per tensor
-        index (``k d^(k+1)`` multiply-adds per tensor instead of ``d^(2k)``). Pseudo-tensor blocks are multiplied by ``det(R)``. Leading shapes broadcast. No Python
-        loop over leading entries or multiplicity.
+        index (``k d^(k+1)`` multiply-adds per tensor instead of ``d^(2k)``). Pseudo-tensor
+        blocks are multiplied by ``det(R)``. Leading shapes broadcast. No Python loop over
+        leading entries or multiplicity.
 
         Shapes:
             x: ``(..., dim)``; R: ``(..., d, d)``; returns ``(broadcast(...), dim)``.

@@ -29,7 +29,9 @@ def _cg_gaunt_reference(x1, x2, L1, L2, Lout):
     return out
 
 
-@pytest.mark.parametrize("L1,L2,Lout", [(1, 1, 2), (2, 3, 5), (3, 2, 3)])
+# the grid is sized for D = L1 + L2 + Lout; the cases with Lout < L1 + L2 use the smallest grids
+@pytest.mark.parametrize("L1,L2,Lout", [(1, 1, 2), (2, 3, 5), (3, 2, 3), (4, 0, 0), (3, 3, 1),
+                                        (1, 4, 2), (0, 0, 0)])
 def test_fourier_equals_grid_equals_cg(L1, L2, Lout):
     g = torch.Generator().manual_seed(0)
     x1 = torch.randn(4, (L1 + 1) ** 2, generator=g, dtype=torch.float64)
@@ -38,6 +40,23 @@ def test_fourier_equals_grid_equals_cg(L1, L2, Lout):
     fourier = gaunt_product(x1, x2, L1, L2, Lout, method="fourier")
     assert (grid - fourier).abs().max() < 1e-10  # constant 1: identical
     assert (grid - _cg_gaunt_reference(x1, x2, L1, L2, Lout)).abs().max() < 1e-10
+
+
+def test_grid_batch_chunks_match_one_chunk(monkeypatch):
+    import tensorframes.o3._gaunt as gaunt_module
+
+    g = torch.Generator().manual_seed(1)
+    x1 = torch.randn(2, 37, 9, generator=g, dtype=torch.float64, requires_grad=True)
+    x2 = torch.randn(2, 37, 16, generator=g, dtype=torch.float64)
+    one = gaunt_product(x1, x2, 2, 3, 4, method="grid")
+    (g_one,) = torch.autograd.grad(one.square().sum(), x1)
+    monkeypatch.setattr(gaunt_module, "GRID_CHUNK_VALUES", 1)  # chunks of 32 samples
+    many = gaunt_product(x1, x2, 2, 3, 4, method="grid")
+    (g_many,) = torch.autograd.grad(many.square().sum(), x1)
+    assert many.shape == (2, 37, 25)
+    assert (one - many).abs().max() < 1e-12 and (g_one - g_many).abs().max() < 1e-12
+    assert (one - _cg_gaunt_reference(x1.reshape(-1, 9), x2.reshape(-1, 16), 2, 3, 4)
+            .reshape(2, 37, 25)).abs().max() < 1e-10
 
 
 @pytest.mark.slow

@@ -39,17 +39,29 @@ def time_interleaved(
     repeats: int = 5,
     warmup: int = 1,
     device: torch.device | str = "cpu",
+    budget_s: float = 2.0,
+    max_repeats: int = 25,
 ) -> dict[str, Timing]:
-    """Time every contender ``repeats`` times, interleaved, after ``warmup`` untimed calls each.
+    """Time every contender at least ``repeats`` times, interleaved, after ``warmup`` untimed
+    calls each.
 
+    Rounds are added while a round is cheap: as many as fit in ``budget_s`` (judged by the
+    warm-up round), at most ``max_repeats``, so millisecond-scale medians rest on more samples.
     On CUDA the device is synchronised around every call, so times include the kernels.
     """
+    round_s = 0.0
     for fn in contenders.values():
         for _ in range(warmup):
+            _sync(device)
+            start = time.perf_counter()
             fn()
-    _sync(device)
+            _sync(device)
+        round_s += time.perf_counter() - start if warmup else 0.0
+    rounds = repeats
+    if round_s > 0:
+        rounds = max(repeats, min(max_repeats, int(budget_s / round_s)))
     samples: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(repeats):
+    for _ in range(rounds):
         for name, fn in contenders.items():
             _sync(device)
             start = time.perf_counter()

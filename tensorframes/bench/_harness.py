@@ -33,6 +33,21 @@ def _sync(device: torch.device | str) -> None:
         torch.cuda.synchronize()
 
 
+def _timed(fn: Callable[[], object], device: torch.device | str) -> float:
+    """Seconds one call takes: CUDA events around it on a GPU, ``perf_counter`` on CPU."""
+    if torch.device(device).type == "cuda":
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        begin.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        return begin.elapsed_time(end) / 1e3
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def time_interleaved(
     contenders: dict[str, Callable[[], object]],
     *,
@@ -41,33 +56,39 @@ def time_interleaved(
     device: torch.device | str = "cpu",
     budget_s: float = 2.0,
     max_repeats: int = 25,
+    desc: str | None = None,
 ) -> dict[str, Timing]:
     """Time every contender at least ``repeats`` times, interleaved, after ``warmup`` untimed
     calls each.
 
     Rounds are added while a round is cheap: as many as fit in ``budget_s`` (judged by the
     warm-up round), at most ``max_repeats``, so millisecond-scale medians rest on more samples.
-    On CUDA the device is synchronised around every call, so times include the kernels.
+    On CUDA every call is timed with CUDA events after a device synchronisation, so times
+    include the kernels. A progress bar (tqdm, on stderr, only on a terminal) counts the calls.
     """
+    from tqdm.auto import tqdm
+
+    names = list(contenders)
+    bar = tqdm(total=len(names) * (warmup + repeats), desc=desc or "timing", leave=False,
+               disable=None)
     round_s = 0.0
-    for fn in contenders.values():
+    for name in names:
+        bar.set_postfix_str(f"warm-up {name}"[:40])
         for _ in range(warmup):
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-        round_s += time.perf_counter() - start if warmup else 0.0
+            t = _timed(contenders[name], device)
+            bar.update()
+        round_s += t if warmup else 0.0
     rounds = repeats
     if round_s > 0:
         rounds = max(repeats, min(max_repeats, int(budget_s / round_s)))
-    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    bar.total = len(names) * (warmup + rounds)
+    samples: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(rounds):
-        for name, fn in contenders.items():
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            samples[name].append(time.perf_counter() - start)
+        for name in names:
+            bar.set_postfix_str(name[:40])
+            samples[name].append(_timed(contenders[name], device))
+            bar.update()
+    bar.close()
     return {
         name: Timing(name, statistics.median(s), min(s), max(s)) for name, s in samples.items()
     }

@@ -95,6 +95,7 @@ def run(quick: bool = False, device: str = "cpu", repeats: int | None = None) ->
         },
         repeats=repeats,
         device=device,
+        desc="layers frame change, fwd",
     )
     bwd_timings = time_interleaved(
         {
@@ -104,6 +105,7 @@ def run(quick: bool = False, device: str = "cpu", repeats: int | None = None) ->
         },
         repeats=repeats,
         device=device,
+        desc="layers frame change, fwd+bwd",
     )
     rows = []
     base_f, base_b = fwd_timings["plain"].median, bwd_timings["plain"].median
@@ -189,9 +191,9 @@ def run_versus_tp(quick: bool = False, device: str = "cpu", repeats: int | None 
         def step(f):
             return lambda: f().square().mean().backward()
 
-        t_fwd = time_interleaved(fwd, repeats=repeats, device=device)
+        t_fwd = time_interleaved(fwd, repeats=repeats, device=device, desc=f"layers L={L} fwd")
         t_bwd = time_interleaved({k_: step(f) for k_, f in fwd.items()}, repeats=repeats,
-                                 device=device)
+                                 device=device, desc=f"layers L={L} fwd+bwd")
         base = t_bwd.get(TP_BASELINE)
         for name, f in fwd.items():
             mem = saved_activation_bytes(f)

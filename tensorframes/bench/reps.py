@@ -69,7 +69,8 @@ def run(quick: bool = False, device: str = "cpu", repeats: int | None = None) ->
             baseline = f"e3nn D_from_matrix+einsum ({irreps_str})"
             if e3nn_fn is not None:
                 contenders[baseline] = partial(e3nn_fn, x_irr, R)
-            timings = time_interleaved(contenders, repeats=repeats, device=device)
+            timings = time_interleaved(contenders, repeats=repeats, device=device,
+                                       desc=f"reps {irreps_str}")
             base = timings.get(baseline)
             for name, t in timings.items():
                 rows.append(

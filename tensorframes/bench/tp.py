@@ -99,8 +99,8 @@ def run(quick: bool = False, device: str = "cpu", *, repeats: int | None = None,
             x2 = torch.randn(batch, mods["CG dense"].irreps_in2.dim, generator=gen).to(device)
 
             timings = time_interleaved({n: _no_grad_call(m, x1, x2) for n, m in mods.items()},
-                                       repeats=repeats,
-                                       device=device)
+                                       repeats=repeats, device=device,
+                                       desc=f"tp {setting} L={L}")
             base = timings.get("e3nn")
             expr = {}
             if L <= expressivity_lmax:

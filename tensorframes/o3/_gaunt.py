@@ -56,8 +56,8 @@ __all__ = [
 ]
 
 
-#: Grid values per batch chunk of the grid Gaunt product (4 MB in float32).
-GRID_CHUNK_VALUES = 1 << 20
+#: Grid (or 2D Fourier) values per batch chunk of the Gaunt products (4 MB in float32).
+CHUNK_VALUES = 1 << 20
 
 
 # -- static data (float64, cached) ------------------------------------------------------------
@@ -291,28 +291,39 @@ class _GauntCore(StaticBuffers):
         r = torch.bmm(self.lam_out.transpose(1, 2), d.reshape(d.shape[0], -1, B))
         return r.reshape(-1, B)[self.out_index]
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-        if self.method == "grid":
-            # batch-last layout: every GEMM has the batch as its long contiguous axis
-            batch = x1.shape[:-1]
-            x1T = x1.reshape(-1, x1.shape[-1]).T.contiguous()
-            x2T = x2.reshape(-1, x2.shape[-1]).T.contiguous()
-            B = x1T.shape[1]
-            # batch chunks whose grid values stay in cache (one pass over memory per chunk
-            # instead of one per GEMM); same result as one big chunk
-            chunk = max(32, GRID_CHUNK_VALUES // (self.n_phi * self.n_theta))
-            if B <= chunk:
-                out = self._grid_product(x1T, x2T)
-            else:
-                out = torch.cat([self._grid_product(x1T[:, i:i + chunk], x2T[:, i:i + chunk])
-                                 for i in range(0, B, chunk)], dim=1)
-            return out.T.reshape(*batch, out.shape[0])
+    def _fourier_product(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """``(B, K1) x (B, K2) -> (B, Ko)`` through 2D Fourier coefficients."""
         F1 = self._to_fourier(x1, self.A1, self.idx1)
         F2 = self._to_fourier(x2, self.A2, self.idx2)
         # 2D convolution of the coefficient arrays via FFT (no aliasing: N = 2(L1+L2)+1)
         v = torch.fft.ifft2(F1, norm="forward") * torch.fft.ifft2(F2, norm="forward")
         F = torch.fft.fft2(v, norm="forward").reshape(*v.shape[:-2], -1)
         return F.real @ self.B[0] - F.imag @ self.B[1]
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        batch = x1.shape[:-1]
+        x1, x2 = x1.reshape(-1, x1.shape[-1]), x2.reshape(-1, x2.shape[-1])
+        B = x1.shape[0]
+        # Both methods run in batch chunks of about CHUNK_VALUES grid / Fourier values, so
+        # their intermediates stay in cache and are not page-faulted in afresh by every call;
+        # same result as one chunk.
+        if self.method == "grid":
+            # batch-last layout: every GEMM has the batch as its long contiguous axis
+            x1, x2 = x1.T.contiguous(), x2.T.contiguous()
+            chunk = max(32, CHUNK_VALUES // (self.n_phi * self.n_theta))
+            if B <= chunk:
+                out = self._grid_product(x1, x2)
+            else:
+                out = torch.cat([self._grid_product(x1[:, i:i + chunk], x2[:, i:i + chunk])
+                                 for i in range(0, B, chunk)], dim=1)
+            return out.T.reshape(*batch, out.shape[0])
+        chunk = max(32, CHUNK_VALUES // (self.N * self.N))
+        if B <= chunk:
+            out = self._fourier_product(x1, x2)
+        else:
+            out = torch.cat([self._fourier_product(x1[i:i + chunk], x2[i:i + chunk])
+                             for i in range(0, B, chunk)], dim=0)
+        return out.reshape(*batch, out.shape[-1])
 
 
 def _complex(dtype):

@@ -42,16 +42,17 @@ def test_fourier_equals_grid_equals_cg(L1, L2, Lout):
     assert (grid - _cg_gaunt_reference(x1, x2, L1, L2, Lout)).abs().max() < 1e-10
 
 
-def test_grid_batch_chunks_match_one_chunk(monkeypatch):
+@pytest.mark.parametrize("method", ["grid", "fourier"])
+def test_batch_chunks_match_one_chunk(monkeypatch, method):
     import tensorframes.o3._gaunt as gaunt_module
 
     g = torch.Generator().manual_seed(1)
     x1 = torch.randn(2, 37, 9, generator=g, dtype=torch.float64, requires_grad=True)
     x2 = torch.randn(2, 37, 16, generator=g, dtype=torch.float64)
-    one = gaunt_product(x1, x2, 2, 3, 4, method="grid")
+    one = gaunt_product(x1, x2, 2, 3, 4, method=method)
     (g_one,) = torch.autograd.grad(one.square().sum(), x1)
-    monkeypatch.setattr(gaunt_module, "GRID_CHUNK_VALUES", 1)  # chunks of 32 samples
-    many = gaunt_product(x1, x2, 2, 3, 4, method="grid")
+    monkeypatch.setattr(gaunt_module, "CHUNK_VALUES", 1)  # chunks of 32 samples
+    many = gaunt_product(x1, x2, 2, 3, 4, method=method)
     (g_many,) = torch.autograd.grad(many.square().sum(), x1)
     assert many.shape == (2, 37, 25)
     assert (one - many).abs().max() < 1e-12 and (g_one - g_many).abs().max() < 1e-12

@@ -44,3 +44,24 @@ def test_layers_and_e2e_quick(tmp_path):
         bench_main([suite, "--quick", "--out", str(tmp_path)])
         assert (tmp_path / f"{suite}.csv").stat().st_size > 0
     assert (tmp_path / "e2e_curves.png").stat().st_size > 0
+
+
+def test_harness_adds_rounds_only_while_cheap():
+    import time
+
+    from tensorframes.bench._harness import time_interleaved
+
+    fast = time_interleaved({"a": lambda: None, "b": lambda: None}, repeats=3, max_repeats=9)
+    assert {t.extra["rounds"] for t in fast.values()} == {9}
+    slow = time_interleaved({"a": lambda: time.sleep(0.02)}, repeats=2, budget_s=0.01)
+    assert slow["a"].extra["rounds"] == 2 and slow["a"].min >= 0.02
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is available")
+    with pytest.raises(SystemExit):
+        bench_main(["reps", "--quick", "--device", "cuda", "--out", str(tmp_path)])
+    assert "no CUDA device" in capsys.readouterr().err

@@ -47,6 +47,12 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--out", default="bench_out", help="folder for CSV and PNG outputs")
     args = parser.parse_args(argv)
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error(f"--device cuda: no CUDA device is available to torch {torch.__version__} "
+                         "(a CPU-only build, or no GPU); run with --device cpu")
     suites = SUITES if args.suite == "all" else (args.suite,)
     os.makedirs(args.out, exist_ok=True)
     for suite in suites:

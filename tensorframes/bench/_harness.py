@@ -90,7 +90,8 @@ def time_interleaved(
             bar.update()
     bar.close()
     return {
-        name: Timing(name, statistics.median(s), min(s), max(s)) for name, s in samples.items()
+        name: Timing(name, statistics.median(s), min(s), max(s), {"rounds": len(s)})
+        for name, s in samples.items()
     }
 
 

@@ -385,11 +385,21 @@ class TensorProduct(StaticBuffers):
             C = getattr(self, f"_cg{gi}")
             if scale is not None:
                 C = C * scale
+            S = C.shape[1]
             if g.uu:
                 xx = (a[..., :, None] * b[..., None, :]).reshape(Z * mu, d1 * d2)
-                return (xx @ C).reshape(Z, mu, C.shape[1])
+                return (xx @ C).reshape(Z, mu, S)
+            if mu > mv:
+                # contract the CG with the input of fewer channels first, then one batched
+                # matmul: Z (mv d1 d2 S + mu mv d1 S) multiply-adds instead of
+                # Z mu mv d1 d2 (S + 1), and no (Z, mu, mv, d1 d2) outer product (for example
+                # node features (x) edge harmonics in TPConv, mv = 1)
+                Cb = C.reshape(d1, d2, S).transpose(0, 1).reshape(d2, d1 * S)
+                M = (b.reshape(Z * mv, d2) @ Cb).reshape(Z, mv, d1, S)  # sum_j C_ijk b_vj
+                M = M.transpose(1, 2).reshape(Z, d1, mv * S)
+                return torch.bmm(a, M).reshape(Z, mu, mv, S)
             xx = (a[:, :, None, :, None] * b[:, None, :, None, :]).reshape(Z * mu * mv, d1 * d2)
-            return (xx @ C).reshape(Z, mu, mv, C.shape[1])
+            return (xx @ C).reshape(Z, mu, mv, S)
         I, J = getattr(self, f"_cgi{gi}"), getattr(self, f"_cgj{gi}")
         K, V = getattr(self, f"_cgk{gi}"), getattr(self, f"_cgv{gi}")
         S = getattr(self, f"_colw{gi}").shape[0]
@@ -404,8 +414,11 @@ class TensorProduct(StaticBuffers):
         prod = (aT[I] * V[:, None, None])[:, :, :, None] * bT[J][:, :, None, :]
         return a.new_zeros(S, Z, mu, mv).index_add_(0, K, prod).permute(1, 2, 3, 0)
 
-    def _apply_weight(self, k: int, y: torch.Tensor, weight, shared: bool) -> torch.Tensor:
-        """Weight contraction of path ``k`` on its CG output ``y``: ``(Z, u[, v], d3)``."""
+    def _apply_weight(self, k: int, y: torch.Tensor, W, shared: bool) -> torch.Tensor:
+        """Weight contraction of path ``k`` on its CG output ``y``: ``(Z, u[, v], d3)``.
+
+        ``W``: the path's weights, ``path_shape`` (shared) or ``(Z, *path_shape)``.
+        """
         ins = self.instructions[k]
         mode, Z = ins.connection_mode, y.shape[0]
         if not ins.has_weight:
@@ -418,7 +431,7 @@ class TensorProduct(StaticBuffers):
             if mode == "uvuv":
                 return y.reshape(Z, y.shape[1] * y.shape[2], y.shape[-1])
             return y  # uuu
-        W = _weight_of(self.description, k, weight, shared)
+        W = W.reshape(ins.path_shape) if shared else W.reshape(-1, *ins.path_shape)
         z = "" if shared else "z"
         spec = {"uvw": f"zuvk,{z}uvw->zwk", "uvu": f"zuvk,{z}uv->zuk", "uvv": f"zuvk,{z}uv->zvk",
                 "uuw": f"zuk,{z}uw->zwk", "uuu": f"zuk,{z}u->zuk", "uvuv": f"zuvk,{z}uv->zuvk"}
@@ -448,10 +461,20 @@ class TensorProduct(StaticBuffers):
             wext = torch.cat([weight, one], dim=-1)
         else:
             wext = x1.new_ones(1)
+        # split, not slices: the backward of a split is one cat, a slice's zero-fills a full
+        # gradient per block (per path for the weights)
+        blocks1 = x1.split([b.dim for b in self.irreps_in1], dim=1)
+        blocks2 = x2.split([b.dim for b in self.irreps_in2], dim=1)
+        path_w: dict[int, torch.Tensor] = {}
+        if weight is not None and any(not g.folded for g in self._groups):
+            ks = [k for k, sl in enumerate(self.description.weight_slices) if sl is not None]
+            sizes = [self.description.weight_slices[k].stop - self.description.weight_slices[k]
+                     .start for k in ks]
+            path_w = dict(zip(ks, weight.split(sizes, dim=-1)))
         for gi, g in enumerate(self._groups):
             (m1, ir1), (m2, ir2) = self.irreps_in1[g.i_in1], self.irreps_in2[g.i_in2]
-            a = x1[:, self._slices1[g.i_in1]].reshape(Z, m1, ir1.dim)
-            b = x2[:, self._slices2[g.i_in2]].reshape(Z, m2, ir2.dim)
+            a = blocks1[g.i_in1].reshape(Z, m1, ir1.dim)
+            b = blocks2[g.i_in2].reshape(Z, m2, ir2.dim)
             if g.folded and weight is not None and shared:
                 y = self._contract(gi, g, a, b, wext[getattr(self, f"_colw{gi}")])
             else:
@@ -459,14 +482,13 @@ class TensorProduct(StaticBuffers):
             if g.folded and weight is not None and not shared:
                 scale = wext[:, getattr(self, f"_colw{gi}")]
                 y = y * scale.reshape((Z, 1) + (1,) * (not g.uu) + (scale.shape[-1],))
-            for k, off in zip(g.paths, g.offsets):
+            d3s = [self.irreps_out[self.instructions[k].i_out].ir.dim for k in g.paths]
+            for k, yk in zip(g.paths, y.split(d3s, dim=-1)):  # offsets are consecutive
                 ins = self.instructions[k]
-                d3 = self.irreps_out[ins.i_out].ir.dim
-                yk = y[..., off:off + d3]
                 if g.folded:
                     yk = self._apply_weight_folded(k, yk)
                 else:
-                    yk = self._apply_weight(k, yk, weight, shared)
+                    yk = self._apply_weight(k, yk, path_w.get(k), shared)
                 outs[ins.i_out].append(yk)
         pieces = []
         for (mul, ir), parts in zip(self.irreps_out, outs):

@@ -203,6 +203,20 @@ def test_differentiable():
     R = _rand_O(3, 3).requires_grad_(True)
     x = torch.randn(3, reps.dim, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x, R: reps.transform(x, R), (x, R))
+    # gradient to x only: order 2 takes the R (x) R matmul path
+    assert torch.autograd.gradcheck(lambda x: reps.transform(x, R.detach()), (x,))
+
+
+def test_order2_paths_agree():
+    """Order 2 runs two contractions when R needs a gradient, one R (x) R matmul otherwise."""
+    reps = TensorReps("3x2n+2x2p")
+    R = _rand_O(5, 3)
+    x = torch.randn(5, reps.dim, dtype=torch.float64)
+    with_grad = reps.transform(x, R.clone().requires_grad_(True))
+    without = reps.transform(x, R)
+    torch.testing.assert_close(with_grad.detach(), without, atol=1e-12, rtol=0)
+    torch.testing.assert_close(without, (reps.matrix(R) @ x[..., None])[..., 0], atol=1e-12,
+                               rtol=0)
 
 
 def test_tensor_power_matrix_dims():

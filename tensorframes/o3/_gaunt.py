@@ -314,15 +314,16 @@ class _GauntCore(StaticBuffers):
             if B <= chunk:
                 out = self._grid_product(x1, x2)
             else:
-                out = torch.cat([self._grid_product(x1[:, i:i + chunk], x2[:, i:i + chunk])
-                                 for i in range(0, B, chunk)], dim=1)
+                # split, not slices: a slice's backward zero-fills the whole input gradient
+                out = torch.cat([self._grid_product(a, b) for a, b in
+                                 zip(x1.split(chunk, dim=1), x2.split(chunk, dim=1))], dim=1)
             return out.T.reshape(*batch, out.shape[0])
         chunk = max(32, CHUNK_VALUES // (self.N * self.N))
         if B <= chunk:
             out = self._fourier_product(x1, x2)
         else:
-            out = torch.cat([self._fourier_product(x1[i:i + chunk], x2[i:i + chunk])
-                             for i in range(0, B, chunk)], dim=0)
+            out = torch.cat([self._fourier_product(a, b) for a, b in
+                             zip(x1.split(chunk), x2.split(chunk))], dim=0)
         return out.reshape(*batch, out.shape[-1])
 
 

@@ -504,8 +504,9 @@ class GauntTensorProduct(_SignalProductBase):
     def forward(self, x1, x2, weight: torch.Tensor | None = None) -> torch.Tensor:
         x1, x2, batch = self._check(x1, x2)
         s1, s2 = self.lin1(x1), self.lin2(x2)  # (..., T, C, K)
-        a = torch.stack([s1[..., i, :, :] for i, _ in self.combos], dim=-3)
-        b = torch.stack([s2[..., j, :, :] for _, j in self.combos], dim=-3)
+        u1, u2 = s1.unbind(-3), s2.unbind(-3)  # unbind: its backward is one stack
+        a = torch.stack([u1[i] for i, _ in self.combos], dim=-3)
+        b = torch.stack([u2[j] for _, j in self.combos], dim=-3)
         z = self.core(a, b)  # (..., combos, C, Ko)
         if weight is not None:
             z = z * weight[..., None, :, None]
@@ -560,10 +561,13 @@ class VectorGauntTensorProduct(_SignalProductBase):
         f1, f2 = s1 @ self.Y1, s2 @ self.Y2  # (..., T, C, n)
         g1 = torch.stack([s1 @ self.dY1[a] for a in range(3)], dim=-2)  # (..., T, C, 3, n)
         g2 = torch.stack([s2 @ self.dY2[a] for a in range(3)], dim=-2)
+        # per type by unbind (its backward is one stack; an index's zero-fills per use)
+        uf1, uf2 = f1.unbind(-3), f2.unbind(-3)
+        ug1, ug2 = g1.unbind(-4), g2.unbind(-4)
         terms = []
         for a, b in self.combos:
-            fa, fb = f1[..., a, :, :], f2[..., b, :, :]
-            ga, gb = g1[..., a, :, :, :], g2[..., b, :, :, :]
+            fa, fb = uf1[a], uf2[b]
+            ga, gb = ug1[a], ug2[b]
             dot = (ga * gb).sum(-2)
             cross = (torch.linalg.cross(ga, gb, dim=-2) * self.nhat).sum(-2)
             terms += [fa * fb, dot, cross]

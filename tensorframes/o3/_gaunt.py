@@ -358,17 +358,17 @@ class _ToSignals(torch.nn.Module):
         self.weights = torch.nn.ParameterList(
             [torch.nn.Parameter(torch.randn(mul, channels)) for mul, _ in irreps])
         self._fan = [fan[ir] for _, ir in irreps]
-        self._slices = irreps.slices()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.shape[:-1]
         K = (self.L + 1) ** 2
         parts = {t: [x.new_zeros(*batch, self.channels, 2 * l + 1) for l in range(self.L + 1)]
                  for t in self.types}
-        for (mul, ir), sl, W, fan in zip(self.irreps, self._slices, self.weights, self._fan):
+        blocks = x.split([b.dim for b in self.irreps], dim=-1)  # backward: one cat
+        for (mul, ir), xb, W, fan in zip(self.irreps, blocks, self.weights, self._fan):
             if mul == 0:
                 continue
-            xb = x[..., sl].reshape(*batch, mul, ir.dim)
+            xb = xb.reshape(*batch, mul, ir.dim)
             y = torch.einsum("...ud,uc->...cd", xb, W) / math.sqrt(fan)
             parts[_type(ir)][ir.l] = parts[_type(ir)][ir.l] + y
         out = [torch.cat(parts[t], dim=-1) for t in self.types]
@@ -421,6 +421,8 @@ class _FromSignals(StaticBuffers):
         TC = T * self.channels
         zt = z.reshape(-1, TC, Ko).transpose(1, 2)  # (B, Ko, T*C), a view
         B = zt.shape[0]
+        # per degree by split (its backward is one cat; a slice's zero-fills all of z per l)
+        by_l = zt.split([2 * l + 1 for l in range(math.isqrt(Ko))], dim=1)
         pieces = []
         for l, blocks in self._groups.items():
             Ws = []
@@ -430,7 +432,7 @@ class _FromSignals(StaticBuffers):
                 full[terms] = W / math.sqrt(W.shape[0] * W.shape[1])
                 Ws.append(full.reshape(TC, -1))
             Wl = torch.cat(Ws, dim=1) if len(Ws) > 1 else Ws[0]
-            zl = zt[:, l * l:(l + 1) ** 2, :].reshape(B * (2 * l + 1), TC)
+            zl = by_l[l].reshape(B * (2 * l + 1), TC)
             pieces.append((zl @ Wl).reshape(B, -1))  # columns (i, m)
         pieces.append(z.new_zeros(B, 1))
         out = torch.cat(pieces, dim=1).index_select(1, self.gather)

@@ -29,8 +29,8 @@ class NormGate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, start = [], 0
-        for (mul, ir), sl in zip(self.irreps, self.irreps.slices()):
-            block = x[:, sl]
+        blocks = x.split([b.dim for b in self.irreps], dim=1)  # backward: one cat
+        for (mul, ir), block in zip(self.irreps, blocks):
             if ir.l == 0 and ir.p == 1:
                 out.append(torch.nn.functional.silu(block))
                 continue

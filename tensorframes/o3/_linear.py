@@ -35,7 +35,6 @@ class Linear(torch.nn.Module):
             for i in ins:
                 self._paths.append((i, o, 1 / math.sqrt(fan)))
                 self.weights.append(torch.nn.Parameter(torch.randn(self.irreps_in[i].mul, mo)))
-        self._in_slices, self._out_slices = self.irreps_in.slices(), self.irreps_out.slices()
 
     def reset_parameters(self) -> None:
         for w in self.weights:
@@ -46,10 +45,10 @@ class Linear(torch.nn.Module):
             raise ValueError(f"expected (..., {self.irreps_in.dim}), got {tuple(x.shape)}")
         batch = x.shape[:-1]
         outs = [None] * len(self.irreps_out)
+        blocks = x.split([b.dim for b in self.irreps_in], dim=-1)  # backward: one cat
         for (i, o, c), W in zip(self._paths, self.weights):
             mi, ir = self.irreps_in[i]
-            y = torch.einsum("...ud,uw->...wd", x[..., self._in_slices[i]].reshape(
-                *batch, mi, ir.dim), W) * c
+            y = torch.einsum("...ud,uw->...wd", blocks[i].reshape(*batch, mi, ir.dim), W) * c
             outs[o] = y if outs[o] is None else outs[o] + y
         pieces = [
             (x.new_zeros(*batch, mo * ir.dim) if y is None else y.reshape(*batch, mo * ir.dim))

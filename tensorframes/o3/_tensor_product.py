@@ -369,8 +369,6 @@ class TensorProduct(StaticBuffers):
             self.register_static(f"_colw{gi}", torch.where(col_w < 0, self.weight_numel, col_w))
             groups.append(_Group(i1, i2, uu, tuple(paths), tuple(offsets), folded))
         self._groups = groups
-        self._slices1 = self.irreps_in1.slices()
-        self._slices2 = self.irreps_in2.slices()
 
     # -- execution -----------------------------------------------------------------------------
     def _contract(self, gi: int, g: _Group, a: torch.Tensor, b: torch.Tensor,
@@ -467,10 +465,10 @@ class TensorProduct(StaticBuffers):
         blocks2 = x2.split([b.dim for b in self.irreps_in2], dim=1)
         path_w: dict[int, torch.Tensor] = {}
         if weight is not None and any(not g.folded for g in self._groups):
-            ks = [k for k, sl in enumerate(self.description.weight_slices) if sl is not None]
-            sizes = [self.description.weight_slices[k].stop - self.description.weight_slices[k]
-                     .start for k in ks]
-            path_w = dict(zip(ks, weight.split(sizes, dim=-1)))
+            spans = [(k, sl.stop - sl.start)
+                     for k, sl in enumerate(self.description.weight_slices) if sl is not None]
+            chunks = weight.split([n for _, n in spans], dim=-1)  # consecutive, in path order
+            path_w = {k: w for (k, _), w in zip(spans, chunks)}
         for gi, g in enumerate(self._groups):
             (m1, ir1), (m2, ir2) = self.irreps_in1[g.i_in1], self.irreps_in2[g.i_in2]
             a = blocks1[g.i_in1].reshape(Z, m1, ir1.dim)

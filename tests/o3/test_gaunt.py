@@ -115,7 +115,39 @@ def test_per_sample_channel_weights_and_bad_input():
     w = torch.randn(4, 3, dtype=torch.float64)
     assert tp(x1, x2, w).shape == (4, tp.irreps_out.dim)
     assert (tp(x1, x2, 2 * w) - 2 * tp(x1, x2, w)).abs().max() < 1e-12
+    for method in ("grid", "fourier"):  # an empty batch is a batch
+        empty = GauntTensorProduct("0e+1o", "0e+1o", "0e+1o+2e", method=method)
+        assert empty(torch.zeros(0, 4), torch.zeros(0, 4), torch.zeros(0, 1)).shape == (0, 9)
+    assert VectorGauntTensorProduct("0e", "1o", "1o")(torch.zeros(0, 1), torch.zeros(0, 3)
+                                                      ).shape == (0, 3)
     with pytest.raises(ValueError):
         GauntTensorProduct("0e", "0e", "0e", method="nope")
     with pytest.raises(ValueError):
         tp(torch.randn(4, 5), x2)
+
+
+def test_grid_module_matches_fourier_in_chunks_with_gradients(monkeypatch):
+    """The grid path folds the linear maps into its Legendre stages and runs batch-last in
+    chunks; the Fourier path keeps them apart. Values and every gradient must agree."""
+    import tensorframes.o3._gaunt as gaunt_module
+
+    monkeypatch.setattr(gaunt_module, "CHUNK_VALUES", 1)  # chunks of at most 32 samples
+    grid = GauntTensorProduct(IN1, IN2, OUT, method="grid", channels=3).double()
+    fourier = GauntTensorProduct(IN1, IN2, OUT, method="fourier", channels=3).double()
+    fourier.load_state_dict(grid.state_dict())
+    g = torch.Generator().manual_seed(3)
+    x1 = torch.randn(2, 41, grid.irreps_in1.dim, generator=g, dtype=torch.float64)
+    x2 = torch.randn(41, grid.irreps_in2.dim, generator=g, dtype=torch.float64)  # broadcast
+    w = torch.randn(2, 41, 3, generator=g, dtype=torch.float64)
+    results = []
+    for tp in (grid, fourier):
+        leaves = [x1.clone().requires_grad_(), x2.clone().requires_grad_(),
+                  w.clone().requires_grad_()]
+        out = tp(*leaves)
+        grads = torch.autograd.grad(out.sin().sum(), leaves + list(tp.parameters()))
+        results.append((out, grads))
+    (out_g, grads_g), (out_f, grads_f) = results
+    assert out_g.shape == (2, 41, grid.irreps_out.dim)
+    assert (out_g - out_f).abs().max() < 1e-10
+    for a, b in zip(grads_g, grads_f):
+        assert (a - b).abs().max() < 1e-10

@@ -96,8 +96,11 @@ def _grid_harmonics(L: int, Lgrid: int):
     Y = _sh(L, v)
     grads = []
     for k in range(Y.shape[1]):
-        (g,) = torch.autograd.grad(Y[:, k].sum(), v, retain_graph=True)
-        grads.append(g)
+        if Y.requires_grad:  # not for L = 0: a constant has no graph (and no gradient)
+            (g,) = torch.autograd.grad(Y[:, k].sum(), v, retain_graph=True, allow_unused=True)
+        else:
+            g = None
+        grads.append(torch.zeros_like(vec) if g is None else g)
     dY = torch.stack(grads, dim=-1)  # (n, 3, K): ambient gradient of the solid harmonic
     dY = dY - vec[:, :, None] * (vec[:, :, None] * dY).sum(1, keepdim=True)  # tangential
     return Y.detach(), dY.detach()

@@ -443,6 +443,7 @@ class _GridProduct(StaticBuffers):
         self.n_theta, self.n_phi = D // 2 + 1, D + 1
         self.channels, self.combos = lin1.channels, combos
         self.T1, self.T2, self.P = len(lin1.types), len(lin2.types), len(combos)
+        self.dense = {}
         for name, lin in (("1", lin1), ("2", lin2)):
             rows, lam, wrow, onehot = self._in_plan(lin)
             self.register_static(f"rows{name}", rows)
@@ -450,6 +451,10 @@ class _GridProduct(StaticBuffers):
             self.register_static(f"wrow{name}", wrow)
             self.register_static(f"onehot{name}", onehot)
             self.register_static(f"trig{name}", _trig(lin.L, self.n_phi).T.contiguous())
+            # fold stage 1 and 2 into one (n_phi * K, dim) matrix when that is fewer flops:
+            # inputs with few components per azimuthal order (single irreps)
+            (R, n), K = rows.shape, len(lin.types) * self.n_theta * self.channels
+            self.dense[name] = self.n_phi * K * lin.irreps.dim <= R * K * n + self.n_phi * R * K
         self.register_static("combo1", torch.tensor([a for a, _ in combos], dtype=torch.long))
         self.register_static("combo2", torch.tensor([b for _, b in combos], dtype=torch.long))
         self.register_static("trig_out", _trig(Lout, self.n_phi))  # (2Lo+1, n_phi)
@@ -517,18 +522,35 @@ class _GridProduct(StaticBuffers):
                 lams[r, j], wcol[r, j], gather[out] = lv, w, r * n + j
         return lams, wcol, gather
 
-    def _stage_in(self, x, rows, A, trig):
+    def _input_map(self, name: str, w: torch.Tensor, dim: int) -> torch.Tensor:
+        """Stage 1 with the input weights ``w``: ``A (2L+1, K, n)``, ``K = T * n_theta * C``;
+        or, folded with stage 2 into one matrix, ``(n_phi * K, dim)``."""
+        rows, lam, onehot = (getattr(self, f"{a}{name}") for a in ("rows", "lam", "onehot"))
+        R, n = rows.shape
+        A = torch.einsum("rjt,rji,rjc->rticj", onehot, lam, w[getattr(self, f"wrow{name}")])
+        A = A.reshape(R, -1, n)
+        if not self.dense[name]:
+            return A
+        G = A.new_zeros(R, A.shape[1], dim).scatter_add(2, rows[:, None].expand_as(A), A)
+        trig = getattr(self, f"trig{name}")
+        return (trig @ G.reshape(R, -1)).reshape(self.n_phi * A.shape[1], dim)
+
+    def _stage_in(self, x, name, A):
         """``(dim, B)`` (any strides) -> grid values ``(n_phi, T, n_theta * C * B)``."""
-        (R, n), (_, K, _), B = rows.shape, A.shape, x.shape[1]
-        xp = x.index_select(0, rows.reshape(-1)).reshape(R, n, B)
-        c = torch.bmm(A, xp)  # (2L+1, T * n_theta * C, B)
-        T = K // (self.n_theta * self.channels)
-        return (trig @ c.reshape(R, K * B)).reshape(self.n_phi, T, K // T * B)
+        B, T = x.shape[1], getattr(self, f"T{name}")
+        if self.dense[name]:
+            v = A @ x
+        else:
+            rows = getattr(self, f"rows{name}")
+            (R, n), K = rows.shape, A.shape[1]
+            xp = x.index_select(0, rows.reshape(-1)).reshape(R, n, B)
+            c = torch.bmm(A, xp)  # (2L+1, K, B)
+            v = getattr(self, f"trig{name}") @ c.reshape(R, K * B)
+        return v.reshape(self.n_phi, T, v.numel() // (self.n_phi * T))
 
     def _chunk(self, x1, x2, wT, A1, A2, A_out):
         """One batch-last chunk: ``(d1, B), (d2, B), (C, B) | None -> (d_out, B)``."""
-        v1 = self._stage_in(x1, self.rows1, A1, self.trig1)
-        v2 = self._stage_in(x2, self.rows2, A2, self.trig2)
+        v1, v2 = self._stage_in(x1, "1", A1), self._stage_in(x2, "2", A2)
         if self.T1 > 1:
             v1 = v1.index_select(1, self.combo1)
         if self.T2 > 1:
@@ -545,10 +567,7 @@ class _GridProduct(StaticBuffers):
         """``x1 (B, d1), x2 (B, d2), weight (B, C) | None`` -> ``(B, d_out)``; ``w*``: the linear
         maps' weights (:meth:`_ToSignals.weight_rows`, :meth:`_FromSignals.weight_columns`)."""
         C, nt = self.channels, self.n_theta
-        A1 = torch.einsum("rjt,rji,rjc->rticj", self.onehot1, self.lam1, w1[self.wrow1])
-        A2 = torch.einsum("rjt,rji,rjc->rticj", self.onehot2, self.lam2, w2[self.wrow2])
-        A1 = A1.reshape(A1.shape[0], self.T1 * nt * C, -1)
-        A2 = A2.reshape(A2.shape[0], self.T2 * nt * C, -1)
+        A1, A2 = self._input_map("1", w1, x1.shape[1]), self._input_map("2", w2, x2.shape[1])
         A_out = torch.einsum("rji,pcrj->rjpic", self.lam_out, w_out[:, :, self.wcol_out])
         A_out = A_out.reshape(*self.wcol_out.shape, self.P * nt * C)
         # batch chunks of about CHUNK_VALUES grid values keep the intermediates in cache. The

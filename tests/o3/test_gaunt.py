@@ -126,13 +126,16 @@ def test_per_sample_channel_weights_and_bad_input():
         tp(torch.randn(4, 5), x2)
 
 
-def test_grid_module_matches_fourier_in_chunks_with_gradients(monkeypatch):
-    """The grid path folds the linear maps into its Legendre stages and runs batch-last in
-    chunks; the Fourier path keeps them apart. Values and every gradient must agree."""
+@pytest.mark.parametrize("dense", [False, True])
+def test_grid_module_matches_fourier_in_chunks_with_gradients(monkeypatch, dense):
+    """The grid path folds the linear maps into its Legendre stages (and, for inputs with few
+    components, its trigonometric stage too: ``dense``) and runs batch-last in chunks; the
+    Fourier path keeps them apart. Values and every gradient must agree."""
     import tensorframes.o3._gaunt as gaunt_module
 
     monkeypatch.setattr(gaunt_module, "CHUNK_VALUES", 1)  # chunks of at most 32 samples
     grid = GauntTensorProduct(IN1, IN2, OUT, method="grid", channels=3).double()
+    grid.core.dense = {"1": dense, "2": dense}
     fourier = GauntTensorProduct(IN1, IN2, OUT, method="fourier", channels=3).double()
     fourier.load_state_dict(grid.state_dict())
     g = torch.Generator().manual_seed(3)

@@ -1,6 +1,7 @@
 """Benchmarks are not tests: this only checks that every suite runs end to end on tiny sizes."""
 
 import pytest
+import torch
 
 from tensorframes.bench import SUITES
 from tensorframes.bench.__main__ import main as bench_main
@@ -65,3 +66,21 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench_main(["reps", "--quick", "--device", "cuda", "--out", str(tmp_path)])
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_keep_freed_memory_stops_refaulting():
+    """After it, a freed 16 MB buffer is reused without page faults (glibc only)."""
+    import resource
+
+    from tensorframes.bench._harness import keep_freed_memory
+
+    if not keep_freed_memory():
+        pytest.skip("malloc is not glibc's")
+
+    def faults_of_fresh_buffer():
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.ones(4 << 20)  # 16 MiB, written then freed
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    faults_of_fresh_buffer()
+    assert faults_of_fresh_buffer() < 100  # 4096 pages if the memory went back to the OS

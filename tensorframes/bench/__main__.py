@@ -8,8 +8,10 @@ import inspect
 import os
 import time
 
+import torch
+
 from . import SUITES
-from ._harness import write_csv
+from ._harness import keep_freed_memory, write_csv
 
 
 def _label(row: dict) -> str:
@@ -48,13 +50,16 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="bench_out", help="folder for CSV and PNG outputs")
     args = parser.parse_args(argv)
     if args.device == "cuda":
-        import torch
-
         if not torch.cuda.is_available():
             parser.error(f"--device cuda: no CUDA device is available to torch {torch.__version__} "
                          "(a CPU-only build, or no GPU); run with --device cpu")
     suites = SUITES if args.suite == "all" else (args.suite,)
     os.makedirs(args.out, exist_ok=True)
+    # timings must not depend on what ran before: no contender pays page faults for memory the
+    # previous one freed (see keep_freed_memory)
+    allocator = "glibc malloc keeps freed memory" if keep_freed_memory() else "default malloc"
+    print(f"[tensorframes.bench: torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{allocator}]\n")
     for suite in suites:
         start = time.perf_counter()
         module = importlib.import_module(f"tensorframes.bench.{suite}")

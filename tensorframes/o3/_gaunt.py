@@ -39,7 +39,6 @@ the CG product restricted to ``l1+l2+l3`` even, weighted by Gaunt coefficients.
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 
 import numpy as np
@@ -535,55 +534,138 @@ class _GridProduct(StaticBuffers):
         trig = getattr(self, f"trig{name}")
         return (trig @ G.reshape(R, -1)).reshape(self.n_phi * A.shape[1], dim)
 
-    def _stage_in(self, x, name, A):
-        """``(dim, B)`` (any strides) -> grid values ``(n_phi, T, n_theta * C * B)``."""
+    def _grid_values(self, x, name, A):
+        """Stages 1-2 of a batch-last chunk: ``x (dim, B)`` (any strides) -> grid values
+        ``(n_phi, T, n_theta * C * B)``, and the gathered input rows (None when folded)."""
         B, T = x.shape[1], getattr(self, f"T{name}")
         if self.dense[name]:
-            v = A @ x
+            v, xp = A @ x, None
         else:
             rows = getattr(self, f"rows{name}")
             (R, n), K = rows.shape, A.shape[1]
             xp = x.index_select(0, rows.reshape(-1)).reshape(R, n, B)
-            c = torch.bmm(A, xp)  # (2L+1, K, B)
-            v = getattr(self, f"trig{name}") @ c.reshape(R, K * B)
-        return v.reshape(self.n_phi, T, v.numel() // (self.n_phi * T))
+            v = getattr(self, f"trig{name}") @ torch.bmm(A, xp).reshape(R, K * B)
+        return v.reshape(self.n_phi, T, v.numel() // (self.n_phi * T)), xp
 
-    def _chunk(self, x1, x2, wT, A1, A2, A_out):
-        """One batch-last chunk: ``(d1, B), (d2, B), (C, B) | None -> (d_out, B)``."""
-        v1, v2 = self._stage_in(x1, "1", A1), self._stage_in(x2, "2", A2)
-        if self.T1 > 1:
-            v1 = v1.index_select(1, self.combo1)
-        if self.T2 > 1:
-            v2 = v2.index_select(1, self.combo2)
-        v = v1 * v2  # (n_phi, P, n_theta * C * B)
-        (Ro, n, K), B = A_out.shape, x1.shape[1]
+    def _grid_values_backward(self, g_v, x, xp, name, A, need_x: bool, need_A: bool):
+        """Gradients of :meth:`_grid_values`: ``(g_x (dim, B) | None, g_A | None)``."""
+        B = x.shape[1]
+        if self.dense[name]:
+            g_v = g_v.reshape(-1, B)
+            return (A.T @ g_v if need_x else None), (g_v @ x.T if need_A else None)
+        rows = getattr(self, f"rows{name}")
+        (R, n), K = rows.shape, A.shape[1]
+        g_c = (getattr(self, f"trig{name}").T @ g_v.reshape(self.n_phi, -1)).reshape(R, K, B)
+        g_x = None
+        if need_x:
+            g_xp = torch.bmm(A.transpose(1, 2), g_c).reshape(R * n, B)
+            g_x = g_c.new_zeros(x.shape[0], B).index_add_(0, rows.reshape(-1), g_xp)
+        return g_x, (torch.bmm(g_c, xp.transpose(1, 2)) if need_A else None)
+
+    def _products(self, x1, x2, wT, A1, A2, A_out, in_place: bool = False):
+        """Stages 1-4 of a batch-last chunk ``(d1, B), (d2, B), (C, B) | None``: returns the
+        grid values of both inputs per combination, their gathered rows, and the phi quadrature
+        ``d`` before and after the per-sample weights, ``(2Lo+1, K * B)``. ``in_place`` (no
+        autograd) multiplies into the first grid values."""
+        v1, xp1 = self._grid_values(x1, "1", A1)
+        v2, xp2 = self._grid_values(x2, "2", A2)
+        v1 = v1.index_select(1, self.combo1) if self.T1 > 1 else v1
+        v2 = v2.index_select(1, self.combo2) if self.T2 > 1 else v2
+        v = v1.mul_(v2) if in_place and v1.shape == v2.shape else v1 * v2
+        (Ro, _, K), B, C = A_out.shape, x1.shape[1], self.channels
         d = self.trig_out @ v.reshape(self.n_phi, K * B)  # (2Lo+1, P * n_theta * C * B)
-        if wT is not None:
-            d = (d.reshape(Ro * K // self.channels, self.channels, B) * wT).reshape(Ro, K * B)
-        y = torch.bmm(A_out, d.reshape(Ro, K, B))  # (2Lo+1, n, B)
-        return y.reshape(Ro * n, B).index_select(0, self.gather)
+        dw = d if wT is None else (d.reshape(-1, C, B) * wT).reshape(Ro, K * B)
+        return v1, v2, xp1, xp2, d, dw
+
+    def _to_types(self, g: torch.Tensor, name: str) -> torch.Tensor:
+        """Gradient on the combinations ``(n_phi, P, X)`` -> on input ``name``'s types."""
+        T = getattr(self, f"T{name}")
+        if T > 1:
+            return g.new_zeros(self.n_phi, T, g.shape[-1]).index_add_(
+                1, getattr(self, f"combo{name}"), g)
+        return g.sum(1, keepdim=True) if g.shape[1] > 1 else g
+
+    def _chunks(self, B: int) -> list[tuple[int, int]]:
+        """Equal batch chunks of at most about CHUNK_VALUES grid values each."""
+        per = max(32, CHUNK_VALUES // (self.n_phi * self.n_theta * self.P * self.channels))
+        n_chunks = max(1, -(-B // per))
+        size = max(1, -(-B // n_chunks))
+        return [(s, min(s + size, B)) for s in range(0, B, size)]
 
     def forward(self, x1, x2, weight, w1, w2, w_out):
         """``x1 (B, d1), x2 (B, d2), weight (B, C) | None`` -> ``(B, d_out)``; ``w*``: the linear
         maps' weights (:meth:`_ToSignals.weight_rows`, :meth:`_FromSignals.weight_columns`)."""
-        C, nt = self.channels, self.n_theta
         A1, A2 = self._input_map("1", w1, x1.shape[1]), self._input_map("2", w2, x2.shape[1])
         A_out = torch.einsum("rji,pcrj->rjpic", self.lam_out, w_out[:, :, self.wcol_out])
-        A_out = A_out.reshape(*self.wcol_out.shape, self.P * nt * C)
-        # batch chunks of about CHUNK_VALUES grid values keep the intermediates in cache. The
-        # inputs stay batch-first: each chunk's row gather reads its transpose, one pass. The
-        # chunks' results (gathered into irreps order) are joined batch-last, and the output is
-        # the transpose of that (d_out, B): a view. split, not slices: a slice's backward
-        # zero-fills the whole gradient per chunk.
-        B = x1.shape[0]
-        per = max(32, CHUNK_VALUES // (self.n_phi * nt * self.P * C))
-        n_chunks = max(1, -(-B // per))
-        chunk = max(1, -(-B // n_chunks))  # equal chunks of at most `per` samples
-        parts = zip(x1.split(chunk), x2.split(chunk),
-                    weight.split(chunk) if weight is not None else itertools.repeat(None))
-        ys = [self._chunk(a.T, b.T, None if w is None else w.T, A1, A2, A_out)
-              for a, b, w in parts]
-        return (torch.cat(ys, dim=1) if len(ys) > 1 else ys[0]).T
+        A_out = A_out.reshape(*self.wcol_out.shape, self.P * self.n_theta * self.channels)
+        return _GridFunction.apply(self, x1, x2, weight, A1, A2, A_out).T
+
+
+class _GridFunction(torch.autograd.Function):
+    """The chunked grid product with a hand-written backward.
+
+    Forward runs stages 1-5 chunk by chunk in cache and writes each chunk's rows straight into
+    the one ``(d_out, B)`` output (no concatenation pass). Backward walks the stages back (every
+    step a GEMM, a product or an ``index_add``) from the chunks' grid values, kept by forward
+    when a gradient is wanted. Under ``create_graph`` (double backward, e.g. forces in a loss)
+    it recomputes them from the saved inputs instead, so the backward itself is differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, core, x1, x2, weight, A1, A2, A_out):
+        ctx.core = core
+        ctx.save_for_backward(x1, x2, weight, A1, A2, A_out)
+        keep = any(ctx.needs_input_grad[1:])
+        ctx.chunks = [] if keep else None  # per chunk: the intermediates backward reads
+        (Ro, n, K), B = A_out.shape, x1.shape[0]
+        out = x1.new_empty(core.gather.numel(), B)
+        for s, e in core._chunks(B):
+            wT = None if weight is None else weight[s:e].T
+            inter = core._products(x1[s:e].T, x2[s:e].T, wT, A1, A2, A_out, in_place=not keep)
+            y = torch.bmm(A_out, inter[-1].reshape(Ro, K, e - s)).reshape(Ro * n, e - s)
+            torch.index_select(y, 0, core.gather, out=out[:, s:e])
+            if keep:
+                ctx.chunks.append(inter)
+        return out
+
+    @staticmethod
+    def backward(ctx, g_out):
+        core = ctx.core
+        x1, x2, weight, A1, A2, A_out = ctx.saved_tensors
+        _, n1, n2, nw, nA1, nA2, nAo = ctx.needs_input_grad
+        (Ro, n, K), C = A_out.shape, core.channels
+        g_x1, g_x2, g_w, g_A1, g_A2, g_Ao = [], [], [], 0, 0, 0
+        recompute = ctx.chunks is None or torch.is_grad_enabled()  # create_graph: from inputs
+        for i, (s, e) in enumerate(core._chunks(x1.shape[0])):
+            B = e - s
+            xa, xb = x1[s:e].T, x2[s:e].T
+            wT = None if weight is None else weight[s:e].T
+            v1, v2, xp1, xp2, d, dw = (core._products(xa, xb, wT, A1, A2, A_out) if recompute
+                                       else ctx.chunks[i])
+            g_y = g_out.new_zeros(Ro * n, B).index_add_(0, core.gather, g_out[:, s:e])
+            g_y = g_y.reshape(Ro, n, B)
+            if nAo:
+                g_Ao = g_Ao + torch.bmm(g_y, dw.reshape(Ro, K, B).transpose(1, 2))
+            g_d = torch.bmm(A_out.transpose(1, 2), g_y)  # (2Lo+1, K, B)
+            if wT is not None:
+                g_d = g_d.reshape(-1, C, B)
+                if nw:
+                    g_w.append((g_d * d.reshape(-1, C, B)).sum(0).T)
+                g_d = g_d * wT
+            g_v = (core.trig_out.T @ g_d.reshape(Ro, K * B)).reshape(core.n_phi, core.P, -1)
+            if n1 or nA1:
+                gx, gA = core._grid_values_backward(core._to_types(g_v * v2, "1"), xa, xp1, "1",
+                                                    A1, n1, nA1)
+                g_x1 += [gx.T] if n1 else []
+                g_A1 = g_A1 + gA if nA1 else g_A1
+            if n2 or nA2:
+                gx, gA = core._grid_values_backward(core._to_types(g_v * v1, "2"), xb, xp2, "2",
+                                                    A2, n2, nA2)
+                g_x2 += [gx.T] if n2 else []
+                g_A2 = g_A2 + gA if nA2 else g_A2
+        cat = lambda parts: torch.cat(parts) if parts else None  # noqa: E731
+        return (None, cat(g_x1), cat(g_x2), cat(g_w), g_A1 if nA1 else None,
+                g_A2 if nA2 else None, g_Ao if nAo else None)
 
 
 class _SignalProductBase(StaticBuffers):

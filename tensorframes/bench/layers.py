@@ -7,7 +7,9 @@ local={"x": "32x0n+16x1n+8x2n"}, world={"pos": "1x1n"})`` with PCA frames.
 Part 2, the two routes to equivariance at matched representations: the same input and output
 irreps ``C x (0e + 1o + 2e + ...)`` up to degree ``L`` for every contender (tensor frames carry
 them in local frames), one layer on the same k-NN graph. Contenders: the wrapped
-``PointNetConv`` (an MLP ``dim + 3 -> 64 -> dim`` on each message, sum aggregation), ``TPConv``
+``PointNetConv`` (``dim + 3 -> 64`` with SiLU on each message, sum aggregation, then
+``64 -> dim`` on the sum: the MLP ``dim + 3 -> 64 -> dim`` with its last linear map moved past
+the sum, the same function up to the bias, added once instead of once per neighbour), ``TPConv``
 with our Clebsch-Gordan product, with the grid Gaunt product, and with e3nn's ``TensorProduct``
 (baseline of the ratios; NequIP-style: channel-wise product with the edge harmonics up to ``L``,
 radial MLP 8 -> 64 -> path weights).
@@ -171,9 +173,12 @@ def run_versus_tp(quick: bool = False, device: str = "cpu", repeats: int | None 
         sh = "+".join(f"1x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(L + 1))
         torch.manual_seed(0)
         d = irreps.dim
+        # the MLP's last linear map runs after the sum (global_nn): for sum aggregation the same
+        # function (up to the bias, added once instead of once per neighbour) and parameters as
+        # inside local_nn, with hidden-width messages
         tf_layer = wrap(
-            PointNetConv(nn.Sequential(nn.Linear(d + 3, hidden), nn.SiLU(), nn.Linear(hidden, d)),
-                         add_self_loops=False, aggr="add"),
+            PointNetConv(nn.Sequential(nn.Linear(d + 3, hidden), nn.SiLU()),
+                         global_nn=nn.Linear(hidden, d), add_self_loops=False, aggr="add"),
             local={"x": irreps}, world={"pos": "1x1n"},
         ).to(device)
         x = torch.randn(n, d, generator=gen).to(device).requires_grad_(True)

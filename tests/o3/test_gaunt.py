@@ -127,14 +127,16 @@ def test_per_sample_channel_weights_and_bad_input():
 
 
 @pytest.mark.parametrize("dense", [False, True])
-def test_grid_module_matches_fourier_in_chunks_with_gradients(monkeypatch, dense):
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_grid_module_matches_fourier_in_chunks_with_gradients(monkeypatch, dense, checkpoint):
     """The grid path folds the linear maps into its Legendre stages (and, for inputs with few
     components, its trigonometric stage too: ``dense``) and runs batch-last in chunks; the
     Fourier path keeps them apart. Values and every gradient must agree."""
     import tensorframes.o3._gaunt as gaunt_module
 
     monkeypatch.setattr(gaunt_module, "CHUNK_VALUES", 1)  # chunks of at most 32 samples
-    grid = GauntTensorProduct(IN1, IN2, OUT, method="grid", channels=3).double()
+    grid = GauntTensorProduct(IN1, IN2, OUT, method="grid", channels=3,
+                              checkpoint=checkpoint).double()
     grid.core.dense = {"1": dense, "2": dense}
     fourier = GauntTensorProduct(IN1, IN2, OUT, method="fourier", channels=3).double()
     fourier.load_state_dict(grid.state_dict())
@@ -192,3 +194,19 @@ def test_grid_backward_skips_inputs_without_grad():
     tp(x1, x2).sum().backward()
     assert x1.grad is not None and x2.grad is None
     assert all(p.grad is not None for p in tp.parameters())
+
+
+def test_grid_checkpoint_saves_only_the_inputs():
+    from tensorframes.bench.layers import saved_activation_bytes
+
+    x1 = torch.randn(500, 3 * 9, requires_grad=True)
+    x2 = torch.randn(500, 9)
+    sizes = {}
+    for checkpoint in (False, True):
+        tp = GauntTensorProduct("3x0e+3x1o+3x2e", "0e+1o+2e", "3x0e+3x1o+3x2e",
+                                checkpoint=checkpoint)
+        sizes[checkpoint] = saved_activation_bytes(lambda: tp(x1, x2))  # noqa: B023
+    inputs = (x1.numel() + x2.numel()) * 4
+    assert sizes[True] < inputs + 2**16 < sizes[False]  # inputs plus the small A matrices
+    with pytest.raises(ValueError, match="checkpoint"):
+        GauntTensorProduct("0e", "0e", "0e", method="fourier", checkpoint=True)

@@ -542,14 +542,19 @@ class _GridProduct(StaticBuffers):
         if self.dense[name]:
             v, xp = A @ x, None
         else:
-            rows = getattr(self, f"rows{name}")
-            (R, n), K = rows.shape, A.shape[1]
-            xp = x.index_select(0, rows.reshape(-1)).reshape(R, n, B)
+            R, K = A.shape[0], A.shape[1]
+            xp = self._gathered(x, name)
             v = getattr(self, f"trig{name}") @ torch.bmm(A, xp).reshape(R, K * B)
         return v.reshape(self.n_phi, T, v.numel() // (self.n_phi * T)), xp
 
+    def _gathered(self, x, name):
+        """The staged path's input rows per azimuthal row: ``(2L+1, n, B)``."""
+        rows = getattr(self, f"rows{name}")
+        return x.index_select(0, rows.reshape(-1)).reshape(*rows.shape, x.shape[1])
+
     def _grid_values_backward(self, g_v, x, xp, name, A, need_x: bool, need_A: bool):
-        """Gradients of :meth:`_grid_values`: ``(g_x (dim, B) | None, g_A | None)``."""
+        """Gradients of :meth:`_grid_values`: ``(g_x (dim, B) | None, g_A | None)``; ``xp``
+        the gathered rows of forward, or None to gather them again."""
         B = x.shape[1]
         if self.dense[name]:
             g_v = g_v.reshape(-1, B)
@@ -561,7 +566,10 @@ class _GridProduct(StaticBuffers):
         if need_x:
             g_xp = torch.bmm(A.transpose(1, 2), g_c).reshape(R * n, B)
             g_x = g_c.new_zeros(x.shape[0], B).index_add_(0, rows.reshape(-1), g_xp)
-        return g_x, (torch.bmm(g_c, xp.transpose(1, 2)) if need_A else None)
+        if not need_A:
+            return g_x, None
+        xp = self._gathered(x, name) if xp is None else xp
+        return g_x, torch.bmm(g_c, xp.transpose(1, 2))
 
     def _products(self, x1, x2, wT, A1, A2, A_out, in_place: bool = False):
         """Stages 1-4 of a batch-last chunk ``(d1, B), (d2, B), (C, B) | None``: returns the
@@ -602,7 +610,7 @@ class _GridProduct(StaticBuffers):
         return _GridFunction.apply(self, x1, x2, weight, A1, A2, A_out).T
 
 
-_PER_CHUNK = 6  # tensors _GridProduct._products returns per chunk
+_KEPT = (0, 1, 4)  # of _GridProduct._products per chunk, kept for backward: v1, v2, d
 
 
 class _GridFunction(torch.autograd.Function):
@@ -627,8 +635,8 @@ class _GridFunction(torch.autograd.Function):
             inter = core._products(x1[s:e].T, x2[s:e].T, wT, A1, A2, A_out, in_place=not keep)
             y = torch.bmm(A_out, inter[-1].reshape(Ro, K, e - s)).reshape(Ro * n, e - s)
             torch.index_select(y, 0, core.gather, out=out[:, s:e])
-            if keep:
-                kept.extend(inter)
+            if keep:  # the gathered rows and the weighted d are cheap to redo
+                kept.extend(inter[k] for k in _KEPT)
         # saved through autograd (not as attributes), so memory probes and the in-place
         # modification checks see them
         ctx.save_for_backward(x1, x2, weight, A1, A2, A_out, *kept)
@@ -647,8 +655,11 @@ class _GridFunction(torch.autograd.Function):
             B = e - s
             xa, xb = x1[s:e].T, x2[s:e].T
             wT = None if weight is None else weight[s:e].T
-            v1, v2, xp1, xp2, d, dw = (core._products(xa, xb, wT, A1, A2, A_out) if recompute
-                                       else kept[_PER_CHUNK * i:_PER_CHUNK * (i + 1)])
+            if recompute:
+                v1, v2, xp1, xp2, d, dw = core._products(xa, xb, wT, A1, A2, A_out)
+            else:
+                (v1, v2, d), xp1, xp2 = kept[len(_KEPT) * i:len(_KEPT) * (i + 1)], None, None
+                dw = d if wT is None else (d.reshape(-1, C, B) * wT).reshape(d.shape)
             g_y = g_out.new_zeros(Ro * n, B).index_add_(0, core.gather, g_out[:, s:e])
             g_y = g_y.reshape(Ro, n, B)
             if nAo:

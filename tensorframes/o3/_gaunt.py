@@ -303,7 +303,7 @@ def _type(ir) -> int:
     return ir.p * (-1) ** ir.l
 
 
-class _ToSignals(torch.nn.Module):
+class _ToSignals(StaticBuffers):
     """Irreps -> ``(..., types, channels, (L+1)^2)`` signals, one linear map per ``(l, type)``."""
 
     def __init__(self, irreps: Irreps, channels: int) -> None:
@@ -317,10 +317,12 @@ class _ToSignals(torch.nn.Module):
         self.weights = torch.nn.ParameterList(
             [torch.nn.Parameter(torch.randn(mul, channels)) for mul, _ in irreps])
         self._fan = [fan[ir] for _, ir in irreps]
+        scale = [1 / math.sqrt(fan[ir]) for mul, ir in irreps for _ in range(mul)]
+        self.register_static("row_scale", torch.tensor(scale, dtype=torch.float64)[:, None])
 
     def weight_rows(self) -> torch.Tensor:
         """All blocks' normalised weights stacked: ``(sum of multiplicities, channels)``."""
-        return torch.cat([W / math.sqrt(fan) for W, fan in zip(self.weights, self._fan)])
+        return torch.cat(list(self.weights)) * self.row_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.shape[:-1]
@@ -378,6 +380,18 @@ class _FromSignals(StaticBuffers):
             col += (2 * l + 1) * M
         src[src < 0] = col  # the zero column appended in forward
         self.register_static("gather", src)
+        # weight_columns: flat weight element (block b, term ti, channel c, copy w) -> position
+        # (term, c, column) in (T, C, sum of multiplicities), and its normalisation
+        M = irreps_out.num_irreps
+        index, scale, woff = [], [], 0
+        for (mul, _), terms in zip(irreps_out, self._terms):
+            for t in terms:
+                for c in range(channels):
+                    index += [(t * channels + c) * M + woff + w for w in range(mul)]
+                    scale += [1 / math.sqrt(len(terms) * channels)] * mul
+            woff += mul
+        self.register_static("column_index", torch.tensor(index, dtype=torch.long))
+        self.register_static("column_scale", torch.tensor(scale, dtype=torch.float64))
 
     def _full_weight(self, b: int) -> torch.Tensor:
         """Block ``b``'s normalised weight on every term: ``(T, channels, mul)``, 0 off type."""
@@ -388,8 +402,12 @@ class _FromSignals(StaticBuffers):
         return full
 
     def weight_columns(self) -> torch.Tensor:
-        """All blocks' weights side by side: ``(T, channels, sum of multiplicities)``."""
-        return torch.cat([self._full_weight(b) for b in range(len(self.weights))], dim=-1)
+        """All blocks' weights side by side: ``(T, channels, sum of multiplicities)``, 0 where a
+        block's type does not match the term (one scatter of all weights, not one per block)."""
+        flat = torch.cat([W.reshape(-1) for W in self.weights]) * self.column_scale
+        T, C = len(self.term_types), self.channels
+        out = flat.new_zeros(T * C * self.irreps_out.num_irreps)
+        return out.index_copy(0, self.column_index, flat).reshape(T, C, -1)
 
     def forward(self, z: torch.Tensor, batch) -> torch.Tensor:
         T, Ko = z.shape[-3], z.shape[-1]

@@ -36,9 +36,10 @@ def keep_freed_memory() -> bool:
     large tensors then makes the next contender page-fault its buffers in afresh, so a time
     depends on what ran before it (measured: the grid Gaunt product 12 ms on its own, 24 ms
     right after the vector Gaunt product). This sets the ``mmap`` threshold to its maximum
-    (32 MiB) and the trim threshold to 2 GiB: the CPU counterpart of PyTorch's CUDA caching
-    allocator, under which GPU timings never see the effect. Buffers above 32 MiB still come
-    from ``mmap``. Returns False (and changes nothing) where ``malloc`` is not glibc's.
+    (32 MiB), the trim threshold to 2 GiB and grows the heap in steps of at least 64 MiB: the
+    CPU counterpart of PyTorch's CUDA caching allocator, under which GPU timings never see the
+    effect. Buffers above 32 MiB still come from ``mmap``. Returns False (and changes nothing)
+    where ``malloc`` is not glibc's.
     """
     import ctypes
 

@@ -22,6 +22,9 @@ import math
 import numpy as np
 import torch
 
+#: Matrices per batch chunk of the l >= 3 recursion.
+RECURSION_CHUNK = 8192
+
 # Per (l, dtype, device) casts of the float64 coupling tensors. Entries are only ever added.
 _COUPLING_CACHE: dict[tuple[int, torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -77,7 +80,8 @@ def coupling(l: int) -> torch.Tensor:
 
 
 def _coupling_cast(l: int, dtype: torch.dtype, device: torch.device):
-    """``(C.reshape(3, p*q), C.reshape(3p, q).T)`` for the recursion, cast and cached."""
+    """``C[j, n, b]`` as ``(3, p*q)`` and ``C[i, m, a]`` as ``(q, (m, i))`` for the recursion,
+    cast and cached."""
     key = (l, dtype, device)
     hit = _COUPLING_CACHE.get(key)
     if hit is None:
@@ -85,23 +89,25 @@ def _coupling_cast(l: int, dtype: torch.dtype, device: torch.device):
         p, q = 2 * l - 1, 2 * l + 1
         hit = (
             C.reshape(3, p * q).to(dtype=dtype, device=device),
-            C.reshape(3 * p, q).T.contiguous().to(dtype=dtype, device=device),
+            C.permute(2, 1, 0).reshape(q, p * 3).contiguous().to(dtype=dtype, device=device),
         )
         _COUPLING_CACHE[key] = hit
     return hit
 
 
 def _coupling_step(l: int, R: torch.Tensor, D_prev: torch.Tensor) -> torch.Tensor:
-    """``D^l = C^T (R (x) D^{l-1}) C`` as three batched contractions (no Kronecker product)."""
+    """``D^l = C^T (R (x) D^{l-1}) C`` as three contractions (no Kronecker product): one GEMM
+    with ``R``, one ``(p x p) @ (p x 3q)`` product per matrix, one with ``C``."""
     p, q = 2 * l - 1, 2 * l + 1
-    C_jnb, C_a_im = _coupling_cast(l, R.dtype, R.device)
+    C_jnb, C_a_mi = _coupling_cast(l, R.dtype, R.device)
     batch = torch.broadcast_shapes(R.shape[:-2], D_prev.shape[:-2])
     # V[i, n, b] = sum_j R[i, j] C[j, n, b]
     V = torch.matmul(R, C_jnb).reshape(*R.shape[:-2], 3, p, q)
-    # T[i, m, b] = sum_n D[m, n] V[i, n, b]
-    T = torch.matmul(D_prev.unsqueeze(-3), V).reshape(*batch, 3 * p, q)
-    # D[a, b] = sum_{i, m} C[i, m, a] T[i, m, b]
-    return torch.matmul(C_a_im, T)
+    # T[m, i, b] = sum_n D[m, n] V[i, n, b]: one (p x p) @ (p x 3q) product per matrix
+    Vt = V.transpose(-3, -2).reshape(*V.shape[:-3], p, 3 * q)
+    T = torch.matmul(D_prev, Vt).reshape(*batch, 3 * p, q)
+    # D[a, b] = sum_{m, i} C[i, m, a] T[m, i, b]
+    return torch.matmul(C_a_mi, T)
 
 
 _S5_15 = math.sqrt(5.0 / 15.0)
@@ -167,13 +173,24 @@ def wigner_D_polynomials(ls, R: torch.Tensor) -> dict[int, torch.Tensor]:
     if lmax >= 1 and 1 in ls:
         out[1] = R
     if lmax >= 2:
-        D = _wigner_D2(R)
+        D2 = _wigner_D2(R)
         if 2 in ls:
-            out[2] = D
-        for l in range(3, lmax + 1):
-            D = _coupling_step(l, R, D)
-            if l in ls:
-                out[l] = D
+            out[2] = D2
+    if lmax >= 3:
+        # the recursion runs in batch chunks: its intermediates (R (x) D per matrix) stay in
+        # cache instead of being page-faulted in as fresh buffers of hundreds of MB (3-4x
+        # faster at 320,000 matrices); split, not slices: a slice's backward zero-fills
+        batch = R.shape[:-2]
+        pieces: dict[int, list[torch.Tensor]] = {l: [] for l in ls if l >= 3}
+        for Rc, D in zip(R.reshape(-1, 3, 3).split(RECURSION_CHUNK),
+                         D2.reshape(-1, 5, 5).split(RECURSION_CHUNK)):
+            for l in range(3, lmax + 1):
+                D = _coupling_step(l, Rc, D)
+                if l in pieces:
+                    pieces[l].append(D)
+        for l, ps in pieces.items():
+            D = torch.cat(ps) if len(ps) > 1 else ps[0]
+            out[l] = D.reshape(*batch, 2 * l + 1, 2 * l + 1)
     return out
 
 

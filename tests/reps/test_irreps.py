@@ -453,3 +453,20 @@ def test_e3nn_missing_gives_clear_import_error(monkeypatch):
         Irreps("1o").to_e3nn()
     with pytest.raises(ImportError, match="needs e3nn"):
         Irreps.from_e3nn("1o")
+
+
+def test_wigner_recursion_in_batch_chunks(monkeypatch):
+    """l >= 3 run in batch chunks: same values and gradients as in one chunk."""
+    import tensorframes.reps._wigner as wigner
+
+    R = random_o3(10, seed=11).reshape(2, 5, 3, 3).requires_grad_(True)
+    one = wigner.wigner_D_polynomials([2, 3, 4], R)
+    g_one = torch.autograd.grad(sum(D.square().sum() for D in one.values()), R)[0]
+    monkeypatch.setattr(wigner, "RECURSION_CHUNK", 3)  # 4 chunks of <= 3 matrices
+    many = wigner.wigner_D_polynomials([2, 3, 4], R)
+    g_many = torch.autograd.grad(sum(D.square().sum() for D in many.values()), R)[0]
+    for l in (2, 3, 4):
+        assert many[l].shape == (2, 5, 2 * l + 1, 2 * l + 1)
+        assert (many[l] - one[l]).abs().max() < 1e-12
+    assert (g_many - g_one).abs().max() < 1e-10
+    assert wigner.wigner_D_polynomials([4], R[:0])[4].shape == (0, 5, 9, 9)

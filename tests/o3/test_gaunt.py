@@ -160,8 +160,9 @@ def test_grid_module_matches_fourier_in_chunks_with_gradients(monkeypatch, dense
 
 @pytest.mark.parametrize("dense", [False, True])
 def test_grid_backward_gradcheck_and_double_backward(monkeypatch, dense):
-    """The grid path's hand-written backward (it recomputes each chunk) passes gradcheck and
-    gradgradcheck, and its double backward equals the Fourier path's (plain autograd)."""
+    """The grid path's hand-written backward (from the chunks' kept grid values; recomputed
+    from the inputs under create_graph) passes gradcheck and gradgradcheck, and its double
+    backward equals the Fourier path's (plain autograd)."""
     import tensorframes.o3._gaunt as gaunt_module
 
     monkeypatch.setattr(gaunt_module, "CHUNK_VALUES", 1)  # several chunks

@@ -380,6 +380,10 @@ class _FromSignals(StaticBuffers):
             col += (2 * l + 1) * M
         src[src < 0] = col  # the zero column appended in forward
         self.register_static("gather", src)
+        woff = np.cumsum([0] + [mul for mul, _ in irreps_out])
+        for l, blocks in self._groups.items():  # columns of weight_columns() per degree
+            cols = [int(woff[b]) + w for b in blocks for w in range(irreps_out[b].mul)]
+            self.register_static(f"cols{l}", torch.tensor(cols, dtype=torch.long))
         # weight_columns: flat weight element (block b, term ti, channel c, copy w) -> position
         # (term, c, column) in (T, C, sum of multiplicities), and its normalisation
         M = irreps_out.num_irreps
@@ -392,14 +396,6 @@ class _FromSignals(StaticBuffers):
             woff += mul
         self.register_static("column_index", torch.tensor(index, dtype=torch.long))
         self.register_static("column_scale", torch.tensor(scale, dtype=torch.float64))
-
-    def _full_weight(self, b: int) -> torch.Tensor:
-        """Block ``b``'s normalised weight on every term: ``(T, channels, mul)``, 0 off type."""
-        W, terms = self.weights[b], self._terms[b]
-        full = W.new_zeros(len(self.term_types), self.channels, W.shape[-1])
-        if terms:
-            full[terms] = W / math.sqrt(W.shape[0] * W.shape[1])
-        return full
 
     def weight_columns(self) -> torch.Tensor:
         """All blocks' weights side by side: ``(T, channels, sum of multiplicities)``, 0 where a
@@ -417,9 +413,9 @@ class _FromSignals(StaticBuffers):
         # per degree by split (its backward is one cat; a slice's zero-fills all of z per l)
         by_l = zt.split([2 * l + 1 for l in range(math.isqrt(Ko))], dim=1)
         pieces = []
-        for l, blocks in self._groups.items():
-            Ws = [self._full_weight(b).reshape(TC, -1) for b in blocks]
-            Wl = torch.cat(Ws, dim=1) if len(Ws) > 1 else Ws[0]
+        W = self.weight_columns().reshape(TC, -1)
+        for l in self._groups:
+            Wl = W.index_select(1, getattr(self, f"cols{l}"))
             zl = by_l[l].reshape(B * (2 * l + 1), TC)
             pieces.append((zl @ Wl).reshape(B, (2 * l + 1) * Wl.shape[1]))  # cols (i, m)
         pieces.append(z.new_zeros(B, 1))
@@ -483,25 +479,32 @@ class _GridProduct(StaticBuffers):
         self.register_static("wcol_out", wcol)
         self.register_static("gather", gather)
 
-    def _in_plan(self, lin: _ToSignals):
-        """Per row ``r``: input rows, their Legendre factors, weight rows and types (padded)."""
-        L, irreps = lin.L, lin.irreps
-        slot, lam = _separable(L, self.n_theta)
+    @staticmethod
+    def _components(irreps: Irreps, L: int, slot: torch.Tensor):
+        """Every component of ``irreps`` up to degree ``L`` by its place on the separable grid:
+        yields ``(r, j, b, position, copy)``, azimuthal row ``r`` and slot ``j`` (Legendre factor
+        ``lam[r, j]`` of :func:`_separable`), block ``b``, position in the irreps vector and the
+        copy's index among all blocks' copies (its weight row or column)."""
         starts = [sl.start for sl in irreps.slices()]
-        woff = np.cumsum([0] + [mul for mul, _ in irreps])
-        entries = [[] for _ in range(2 * L + 1)]
+        first_copy = np.cumsum([0] + [mul for mul, _ in irreps])
         for r in range(2 * L + 1):
             for j, k in enumerate(slot[r].tolist()):
                 if k >= (L + 1) ** 2:
                     continue
                 l = math.isqrt(k)
                 for b, (mul, ir) in enumerate(irreps):
-                    if ir.l != l:
-                        continue
-                    t = lin.types.index(_type(ir))
-                    for u in range(mul):
-                        row = starts[b] + u * (2 * l + 1) + k - l * l
-                        entries[r].append((row, lam[r, j], int(woff[b]) + u, t))
+                    if ir.l == l:
+                        for u in range(mul):
+                            yield (r, j, b, starts[b] + u * (2 * l + 1) + k - l * l,
+                                   int(first_copy[b]) + u)
+
+    def _in_plan(self, lin: _ToSignals):
+        """Per row ``r``: input rows, their Legendre factors, weight rows and types (padded)."""
+        L, irreps = lin.L, lin.irreps
+        slot, lam = _separable(L, self.n_theta)
+        entries = [[] for _ in range(2 * L + 1)]
+        for r, j, b, row, w in self._components(irreps, L, slot):
+            entries[r].append((row, lam[r, j], w, lin.types.index(_type(irreps[b].ir))))
         n = max(1, max(len(e) for e in entries))
         rows = torch.zeros(2 * L + 1, n, dtype=torch.long)  # padding reads row 0 ...
         lams = torch.zeros(2 * L + 1, n, self.n_theta, dtype=torch.float64)  # ... times 0
@@ -519,20 +522,10 @@ class _GridProduct(StaticBuffers):
         # projection: x_k = sum_i w_i Lam_k(theta_i) (2 pi / n_phi) sum_j V_ij T_mk(phi_j)
         lam = lam * torch.from_numpy(wz)[None, None, :] * (2 * math.pi / self.n_phi)
         irreps = lin_out.irreps_out
-        starts = [sl.start for sl in irreps.slices()]
-        woff = np.cumsum([0] + [mul for mul, _ in irreps])
         entries = [[] for _ in range(2 * Lout + 1)]
-        for r in range(2 * Lout + 1):
-            for j, k in enumerate(slot[r].tolist()):
-                if k >= (Lout + 1) ** 2:
-                    continue
-                l = math.isqrt(k)
-                for b, (mul, ir) in enumerate(irreps):
-                    if ir.l != l or not lin_out._terms[b]:
-                        continue
-                    for w in range(mul):
-                        out = starts[b] + w * (2 * l + 1) + k - l * l
-                        entries[r].append((out, lam[r, j], int(woff[b]) + w))
+        for r, j, b, out, w in self._components(irreps, Lout, slot):
+            if lin_out._terms[b]:  # blocks of a type no product term has stay zero
+                entries[r].append((out, lam[r, j], w))
         n = max(len(e) for e in entries) + 1  # >= 1 padding slot per row: a zero output row
         lams = torch.zeros(2 * Lout + 1, n, self.n_theta, dtype=torch.float64)
         wcol = torch.zeros(2 * Lout + 1, n, dtype=torch.long)

@@ -314,15 +314,14 @@ class _ToSignals(StaticBuffers):
         fan = {}
         for mul, ir in irreps:
             fan[ir] = fan.get(ir, 0) + mul
-        self.weights = torch.nn.ParameterList(
-            [torch.nn.Parameter(torch.randn(mul, channels)) for mul, _ in irreps])
-        self._fan = [fan[ir] for _, ir in irreps]
+        # one parameter, the blocks' (mul, channels) weights stacked (one copy per row)
+        self.weight = torch.nn.Parameter(torch.randn(irreps.num_irreps, channels))
         scale = [1 / math.sqrt(fan[ir]) for mul, ir in irreps for _ in range(mul)]
         self.register_static("row_scale", torch.tensor(scale, dtype=torch.float64)[:, None])
 
     def weight_rows(self) -> torch.Tensor:
         """All blocks' normalised weights stacked: ``(sum of multiplicities, channels)``."""
-        return torch.cat(list(self.weights)) * self.row_scale
+        return self.weight * self.row_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.shape[:-1]
@@ -330,11 +329,12 @@ class _ToSignals(StaticBuffers):
         parts = {t: [x.new_zeros(*batch, self.channels, 2 * l + 1) for l in range(self.L + 1)]
                  for t in self.types}
         blocks = x.split([b.dim for b in self.irreps], dim=-1)  # backward: one cat
-        for (mul, ir), xb, W, fan in zip(self.irreps, blocks, self.weights, self._fan):
+        weights = self.weight_rows().split([mul for mul, _ in self.irreps])
+        for (mul, ir), xb, W in zip(self.irreps, blocks, weights):
             if mul == 0:
                 continue
             xb = xb.reshape(*batch, mul, ir.dim)
-            y = torch.einsum("...ud,uc->...cd", xb, W) / math.sqrt(fan)
+            y = torch.einsum("...ud,uc->...cd", xb, W)
             parts[_type(ir)][ir.l] = parts[_type(ir)][ir.l] + y
         out = [torch.cat(parts[t], dim=-1) for t in self.types]
         return torch.stack(out, dim=-3) if out else x.new_zeros(*batch, 0, self.channels, K)
@@ -353,12 +353,13 @@ class _FromSignals(StaticBuffers):
         self.irreps_out, self.Lout = irreps_out, Lout
         self.term_types = term_types
         self.channels = channels
-        self.weights = torch.nn.ParameterList()
         self._terms = []
-        for mul, ir in irreps_out:
+        for _, ir in irreps_out:
             terms = [i for i, t in enumerate(term_types) if t == _type(ir)] if ir.l <= Lout else []
             self._terms.append(terms)
-            self.weights.append(torch.nn.Parameter(torch.randn(len(terms), channels, mul)))
+        # one flat parameter: block by block, each block's (terms, channels, mul) weights
+        numel = sum(len(terms) * channels * mul for (mul, _), terms in zip(irreps_out, self._terms))
+        self.weight = torch.nn.Parameter(torch.randn(numel))
         # per l: the blocks computed by one GEMM; result column (i, m) <-> block row m, comp i
         self._groups: dict[int, list[int]] = {}
         for b, ((mul, ir), terms) in enumerate(zip(irreps_out, self._terms)):
@@ -400,7 +401,7 @@ class _FromSignals(StaticBuffers):
     def weight_columns(self) -> torch.Tensor:
         """All blocks' weights side by side: ``(T, channels, sum of multiplicities)``, 0 where a
         block's type does not match the term (one scatter of all weights, not one per block)."""
-        flat = torch.cat([W.reshape(-1) for W in self.weights]) * self.column_scale
+        flat = self.weight * self.column_scale
         T, C = len(self.term_types), self.channels
         out = flat.new_zeros(T * C * self.irreps_out.num_irreps)
         return out.index_copy(0, self.column_index, flat).reshape(T, C, -1)
@@ -461,11 +462,10 @@ class _GridProduct(StaticBuffers):
         self.checkpoint = False  # backward recomputes the grid values (set by the owner)
         self.dense = {}
         for name, lin in (("1", lin1), ("2", lin2)):
-            rows, lam, wrow, onehot = self._in_plan(lin)
+            rows, lam, wrow = self._in_plan(lin)
             self.register_static(f"rows{name}", rows)
             self.register_static(f"lam{name}", lam)
             self.register_static(f"wrow{name}", wrow)
-            self.register_static(f"onehot{name}", onehot)
             self.register_static(f"trig{name}", _trig(lin.L, self.n_phi).T.contiguous())
             # fold stage 1 and 2 into one (n_phi * K, dim) matrix when that is fewer flops:
             # inputs with few components per azimuthal order (single irreps)
@@ -499,7 +499,8 @@ class _GridProduct(StaticBuffers):
                                    int(first_copy[b]) + u)
 
     def _in_plan(self, lin: _ToSignals):
-        """Per row ``r``: input rows, their Legendre factors, weight rows and types (padded)."""
+        """Per row ``r``: input rows ``(2L+1, n)`` (padded), their Legendre factors placed at
+        their type, ``(2L+1, T, n_theta, n)``, and their weight rows ``(2L+1, n)``."""
         L, irreps = lin.L, lin.irreps
         slot, lam = _separable(L, self.n_theta)
         entries = [[] for _ in range(2 * L + 1)]
@@ -507,13 +508,13 @@ class _GridProduct(StaticBuffers):
             entries[r].append((row, lam[r, j], w, lin.types.index(_type(irreps[b].ir))))
         n = max(1, max(len(e) for e in entries))
         rows = torch.zeros(2 * L + 1, n, dtype=torch.long)  # padding reads row 0 ...
-        lams = torch.zeros(2 * L + 1, n, self.n_theta, dtype=torch.float64)  # ... times 0
+        lams = torch.zeros(2 * L + 1, len(lin.types), self.n_theta, n,
+                           dtype=torch.float64)  # ... times 0
         wrow = torch.zeros(2 * L + 1, n, dtype=torch.long)
-        onehot = torch.zeros(2 * L + 1, n, len(lin.types), dtype=torch.float64)
         for r, es in enumerate(entries):
             for j, (row, lv, w, t) in enumerate(es):
-                rows[r, j], lams[r, j], wrow[r, j], onehot[r, j, t] = row, lv, w, 1.0
-        return rows, lams, wrow, onehot
+                rows[r, j], lams[r, t, :, j], wrow[r, j] = row, lv, w
+        return rows, lams, wrow
 
     def _out_plan(self, lin_out: _FromSignals, Lout: int):
         """Per row ``r``: output components, their weighted Legendre factors and weight columns."""
@@ -538,10 +539,10 @@ class _GridProduct(StaticBuffers):
     def _input_map(self, name: str, w: torch.Tensor, dim: int) -> torch.Tensor:
         """Stage 1 with the input weights ``w``: ``A (2L+1, K, n)``, ``K = T * n_theta * C``;
         or, folded with stage 2 into one matrix, ``(n_phi * K, dim)``."""
-        rows, lam, onehot = (getattr(self, f"{a}{name}") for a in ("rows", "lam", "onehot"))
+        rows, lam = getattr(self, f"rows{name}"), getattr(self, f"lam{name}")
         R, n = rows.shape
-        A = torch.einsum("rjt,rji,rjc->rticj", onehot, lam, w[getattr(self, f"wrow{name}")])
-        A = A.reshape(R, -1, n)
+        wr = w[getattr(self, f"wrow{name}")].transpose(1, 2)  # (R, C, n)
+        A = (lam[:, :, :, None, :] * wr[:, None, None]).reshape(R, -1, n)  # K: (t, i, c)
         if not self.dense[name]:
             return A
         G = A.new_zeros(R, A.shape[1], dim).scatter_add(2, rows[:, None].expand_as(A), A)

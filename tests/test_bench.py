@@ -30,6 +30,30 @@ def test_tp_suite_tiny(tmp_path):
     assert (tmp_path / "tp.png").stat().st_size > 0
 
 
+def test_tp_targets_table_marks_met_and_missed():
+    from tensorframes.bench import tp
+
+    rows = [{"setting": "many/many", "L": L, "product": p, "speedup_e3nn": e, "speedup_fourier": f}
+            for L, p, e, f in [(5, "Gaunt grid", 3.0, 20.0), (6, "Gaunt grid", 3.0, 9.5),
+                               (7, "Gaunt grid", 3.0, 12.0), (1, "CG dense", 0.9, 1.0),
+                               (2, "CG dense", float("nan"), 1.0)]]
+    met = {(t["product"], t["L"]): t["met"] for t in tp.targets(rows)}
+    # grid below L = 6 and CG without e3nn have no target
+    assert met == {("Gaunt grid", 6): "NO", ("Gaunt grid", 7): "yes", ("CG dense", 1): "NO"}
+
+
+def test_speedup_pairs_rounds():
+    from tensorframes.bench._harness import Timing
+
+    # a slow phase (2x) starts in round 3 between the two calls and lasts: per round "fast" is
+    # 2x faster except in round 3; the ratio of the medians says 1x
+    base = Timing("base", 2.0, 2.0, 4.0, samples=[2.0, 2.0, 2.0, 4.0, 4.0])
+    fast = Timing("fast", 2.0, 1.0, 2.0, samples=[1.0, 1.0, 2.0, 2.0, 2.0])
+    assert fast.speedup_over(base) == 2.0 and base.median / fast.median == 1.0
+    lone = Timing("lone", 1.0, 1.0, 1.0)  # no samples: ratio of medians
+    assert lone.speedup_over(base) == 2.0
+
+
 def test_layers_suite_tiny(monkeypatch):
     from tensorframes.bench import layers
 

@@ -19,13 +19,28 @@ import torch
 
 @dataclass
 class Timing:
-    """Median, min and max wall time in seconds of one contender."""
+    """Median, min and max wall time in seconds of one contender, and its samples (one per
+    round of :func:`time_interleaved`, in round order)."""
 
     name: str
     median: float
     min: float
     max: float
     extra: dict = field(default_factory=dict)
+    samples: list[float] = field(default_factory=list)
+
+    def speedup_over(self, base: Timing) -> float:
+        """How many times faster than ``base``: the median over rounds of ``base / self``.
+
+        Both must come from one :func:`time_interleaved` call. Each round times every contender
+        once, within about a second, so a slow phase of the machine (they last seconds to
+        minutes here) scales both times of a round alike and cancels in its ratio; a ratio of
+        the two medians can instead pair a fast-phase median with a slow-phase one. Without
+        paired samples (equal counts), the ratio of the medians.
+        """
+        if len(self.samples) != len(base.samples) or not self.samples:
+            return base.median / self.median
+        return statistics.median(b / s for b, s in zip(base.samples, self.samples))
 
 
 def keep_freed_memory() -> bool:
@@ -114,7 +129,7 @@ def time_interleaved(
             bar.update()
     bar.close()
     return {
-        name: Timing(name, statistics.median(s), min(s), max(s), {"rounds": len(s)})
+        name: Timing(name, statistics.median(s), min(s), max(s), {"rounds": len(s)}, list(s))
         for name, s in samples.items()
     }
 

@@ -62,7 +62,7 @@ def run(quick: bool = False, device="cpu", repeats: int | None = None) -> list[d
 
     def add(task, timings, base):
         for name, t in timings.items():
-            sp = timings[base].median / t.median if base in timings else None
+            sp = t.speedup_over(timings[base]) if base in timings else None
             rows.append({"task": task, "contender": name, "points": total,
                          "median": format_seconds(t.median), "min": format_seconds(t.min),
                          "max": format_seconds(t.max), "points/s": f"{total / t.median:.3g}",

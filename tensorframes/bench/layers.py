@@ -110,7 +110,6 @@ def run(quick: bool = False, device: str = "cpu", repeats: int | None = None) ->
         desc="layers frame change, fwd+bwd",
     )
     rows = []
-    base_f, base_b = fwd_timings["plain"].median, bwd_timings["plain"].median
     mem = {
         "plain": saved_activation_bytes(fwd_plain),
         "wrapped": saved_activation_bytes(fwd_wrapped),
@@ -126,8 +125,8 @@ def run(quick: bool = False, device: str = "cpu", repeats: int | None = None) ->
                 "forward": format_seconds(f.median),
                 "fwd+bwd": format_seconds(b.median),
                 "fwd+bwd min/max": f"{format_seconds(b.min)} / {format_seconds(b.max)}",
-                "fwd+bwd vs plain": f"{b.median / base_b:.2f}x",
-                "forward vs plain": f"{f.median / base_f:.2f}x",
+                "fwd+bwd vs plain": f"{1 / b.speedup_over(bwd_timings['plain']):.2f}x",
+                "forward vs plain": f"{1 / f.speedup_over(fwd_timings['plain']):.2f}x",
                 "saved activations": f"{mem[name] / 2**20:.0f} MiB",
                 "memory vs plain": f"{mem[name] / mem['plain']:.2f}x",
                 "median_s": b.median,
@@ -209,7 +208,7 @@ def run_versus_tp(quick: bool = False, device: str = "cpu", repeats: int | None 
                 "fwd+bwd": format_seconds(t_bwd[name].median),
                 "fwd+bwd min/max": f"{format_seconds(t_bwd[name].min)} / "
                                    f"{format_seconds(t_bwd[name].max)}",
-                "fwd+bwd speed-up vs e3nn TP": (f"{base.median / t_bwd[name].median:.1f}x"
+                "fwd+bwd speed-up vs e3nn TP": (f"{t_bwd[name].speedup_over(base):.1f}x"
                                                 if base else "n/a"),
                 "saved activations": f"{mem / 2**20:.0f} MiB",
                 "median_s": t_bwd[name].median,

@@ -80,7 +80,7 @@ def run(quick: bool = False, device: str = "cpu", repeats: int | None = None) ->
                         "median": format_seconds(t.median),
                         "min": format_seconds(t.min),
                         "max": format_seconds(t.max),
-                        "speed-up vs e3nn": f"{base.median / t.median:.1f}x" if base else "n/a",
+                        "speed-up vs e3nn": f"{t.speedup_over(base):.1f}x" if base else "n/a",
                         "median_s": t.median,
                     }
                 )

@@ -9,9 +9,12 @@ float32, CPU). Contenders: our CG product (``method="dense"`` and ``"sparse"``),
 * ``single/many``: ``1xL (x) 1xL -> every l <= 2L`` (both parities);
 * ``many/many``: ``0..L (x) 0..L -> every l <= 2L`` (both parities).
 
-Reported per product and L: median time (interleaved harness), speed relative to e3nn, the
+Reported per product and L: median time (interleaved harness), speed relative to e3nn (median
+of the per-round ratios, see :meth:`~tensorframes.bench._harness.Timing.speedup_over`), the
 expressivity (:func:`tensorframes.o3.expressivity`, small L only: it is a Jacobian rank), and the
-growth exponent ``a`` of ``time ~ L^a`` fitted by least squares on log-log.
+growth exponent ``a`` of ``time ~ L^a`` fitted by least squares on log-log, and the speed targets
+(:data:`TARGETS`: CG dense at least as fast as e3nn at every L, the grid Gaunt product at least
+10x the Fourier one at L >= 6), each marked met or not.
 """
 
 from __future__ import annotations
@@ -101,7 +104,7 @@ def run(quick: bool = False, device: str = "cpu", *, repeats: int | None = None,
             timings = time_interleaved({n: _no_grad_call(m, x1, x2) for n, m in mods.items()},
                                        repeats=repeats, device=device,
                                        desc=f"tp {setting} L={L}")
-            base = timings.get("e3nn")
+            base, fourier = timings.get("e3nn"), timings.get("Gaunt fourier")
             expr = {}
             if L <= expressivity_lmax:
                 for n in ("CG dense", "Gaunt grid", "vector Gaunt"):
@@ -112,9 +115,11 @@ def run(quick: bool = False, device: str = "cpu", *, repeats: int | None = None,
                 rows.append({
                     "setting": setting, "L": L, "product": n,
                     "median": format_seconds(t.median),
-                    "vs e3nn": f"{base.median / t.median:.2f}x" if base else "n/a",
+                    "vs e3nn": f"{t.speedup_over(base):.2f}x" if base else "n/a",
                     "expressivity": expr.get(n, ""),
                     "median_s": t.median,
+                    "speedup_e3nn": t.speedup_over(base) if base else float("nan"),
+                    "speedup_fourier": t.speedup_over(fourier) if fourier else float("nan"),
                 })
     return rows
 
@@ -131,6 +136,28 @@ def exponents(rows: list[dict]) -> list[dict]:
             if sel:
                 a = growth_exponent([r["L"] for r in sel], [r["median_s"] for r in sel])
                 out.append({"setting": setting, "product": n, "exponent a (t ~ L^a)": f"{a:.2f}"})
+    return out
+
+
+#: The issue's speed targets: (product, reference, least speed-up, from L)
+TARGETS = (("CG dense", "e3nn", 1.0, 1), ("Gaunt grid", "Gaunt fourier", 10.0, 6))
+
+
+def targets(rows: list[dict]) -> list[dict]:
+    """The speed targets per setting and L: speed-up (median of per-round ratios) and whether
+    it is met."""
+    out = []
+    key = {"e3nn": "speedup_e3nn", "Gaunt fourier": "speedup_fourier"}
+    for r in rows:
+        for product, ref, least, L0 in TARGETS:
+            if r["product"] != product or r["L"] < L0 or key[ref] not in r:
+                continue
+            x = r[key[ref]]
+            if x != x:  # NaN: the reference did not run (e3nn not installed)
+                continue
+            out.append({"setting": r["setting"], "L": r["L"], "product": product,
+                        "reference": ref, "speed-up": f"{x:.2f}x", "target": f">= {least:g}x",
+                        "met": "yes" if x >= least else "NO"})
     return out
 
 
@@ -167,6 +194,12 @@ def main(quick: bool = False, device: str = "cpu", out: str = "bench_out/tp_scal
     print(markdown_table(rows, COLUMNS))
     print("\n### growth exponents\n")
     print(markdown_table(exponents(rows), ["setting", "product", "exponent a (t ~ L^a)"]))
+    met = targets(rows)
+    if met:
+        n_met = sum(t["met"] == "yes" for t in met)
+        print(f"\n### speed targets: {n_met} of {len(met)} met\n")
+        print(markdown_table(met, ["setting", "L", "product", "reference", "speed-up", "target",
+                                   "met"]))
     if out:
         plot(rows, out)
         print(f"\nplot: {out}")

@@ -89,7 +89,7 @@ def run(quick: bool = False, device: str = "cpu", *, repeats: int | None = None,
     """Time every product in every setting; one row per (setting, L, product)."""
     batch = 1_000 if quick else 10_000
     Ls = list(Ls) if Ls is not None else (list(range(1, 5)) if quick else list(range(1, 9)))
-    repeats = repeats or (3 if quick else 5)
+    repeats = repeats or (3 if quick else 9)
     expressivity_lmax = (1 if quick else 2) if expressivity_lmax is None else expressivity_lmax
     gen = torch.Generator().manual_seed(0)
     rows = []

@@ -36,7 +36,7 @@ class Timing:
         once, within about a second, so a slow phase of the machine (they last seconds to
         minutes here) scales both times of a round alike and cancels in its ratio; a ratio of
         the two medians can instead pair a fast-phase median with a slow-phase one. Without
-        paired samples (equal counts), the ratio of the medians.
+        paired samples (none, or unequal counts): the ratio of the medians.
         """
         if len(self.samples) != len(base.samples) or not self.samples:
             return base.median / self.median

@@ -26,6 +26,10 @@ def test_tp_suite_tiny(tmp_path):
 
     rows = tp.run(quick=True, Ls=[1], repeats=1)
     assert rows and all(r["median_s"] > 0 for r in rows if "median_s" in r)
+    grid = [r for r in rows if r["product"] == "Gaunt grid"]
+    assert all(r["speedup_fourier"] > 0 for r in grid)  # paired with the Fourier timings
+    if any(r["product"] == "e3nn" for r in rows):  # at L = 1 only the CG target applies
+        assert {t["product"] for t in tp.targets(rows)} == {"CG dense"}
     _plot(rows, "tp", str(tmp_path / "tp.png"))  # the generic plot takes every suite's rows
     assert (tmp_path / "tp.png").stat().st_size > 0
 

@@ -381,20 +381,20 @@ class _FromSignals(StaticBuffers):
             col += (2 * l + 1) * M
         src[src < 0] = col  # the zero column appended in forward
         self.register_static("gather", src)
-        woff = np.cumsum([0] + [mul for mul, _ in irreps_out])
+        # column of block b's first copy in weight_columns() (copies of all blocks side by side)
+        first_copy = [int(f) for f in np.cumsum([0] + [mul for mul, _ in irreps_out])]
         for l, blocks in self._groups.items():  # columns of weight_columns() per degree
-            cols = [int(woff[b]) + w for b in blocks for w in range(irreps_out[b].mul)]
+            cols = [first_copy[b] + w for b in blocks for w in range(irreps_out[b].mul)]
             self.register_static(f"cols{l}", torch.tensor(cols, dtype=torch.long))
         # weight_columns: flat weight element (block b, term ti, channel c, copy w) -> position
         # (term, c, column) in (T, C, sum of multiplicities), and its normalisation
         M = irreps_out.num_irreps
-        index, scale, woff = [], [], 0
-        for (mul, _), terms in zip(irreps_out, self._terms):
+        index, scale = [], []
+        for b, ((mul, _), terms) in enumerate(zip(irreps_out, self._terms)):
             for t in terms:
                 for c in range(channels):
-                    index += [(t * channels + c) * M + woff + w for w in range(mul)]
+                    index += [(t * channels + c) * M + first_copy[b] + w for w in range(mul)]
                     scale += [1 / math.sqrt(len(terms) * channels)] * mul
-            woff += mul
         self.register_static("column_index", torch.tensor(index, dtype=torch.long))
         self.register_static("column_scale", torch.tensor(scale, dtype=torch.float64))
 

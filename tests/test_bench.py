@@ -28,6 +28,13 @@ def test_tp_suite_tiny(tmp_path):
     assert rows and all(r["median_s"] > 0 for r in rows if "median_s" in r)
     grid = [r for r in rows if r["product"] == "Gaunt grid"]
     assert all(r["speedup_fourier"] > 0 for r in grid)  # paired with the Fourier timings
+    probe = {}  # one reading per setting and L; the probes are not products
+    for r in rows:
+        probe.setdefault((r["setting"], r["L"]), set()).add(r["sgemm_thread_speedup"])
+    assert all(len(v) == 1 for v in probe.values())
+    assert not any("probe" in r["product"] for r in rows)
+    if torch.get_num_threads() > 1:
+        assert all(v.pop() > 0 for v in probe.values())
     if any(r["product"] == "e3nn" for r in rows):  # at L = 1 only the CG target applies
         assert {t["product"] for t in tp.targets(rows)} == {"CG dense"}
     _plot(rows, "tp", str(tmp_path / "tp.png"))  # the generic plot takes every suite's rows
@@ -41,9 +48,45 @@ def test_tp_targets_table_marks_met_and_missed():
             for L, p, e, f in [(5, "Gaunt grid", 3.0, 20.0), (6, "Gaunt grid", 3.0, 9.5),
                                (7, "Gaunt grid", 3.0, 12.0), (1, "CG dense", 0.9, 1.0),
                                (2, "CG dense", float("nan"), 1.0)]]
-    met = {(t["product"], t["L"]): t["met"] for t in tp.targets(rows)}
+    rows[1]["sgemm_thread_speedup"] = 1.04
+    table = tp.targets(rows)
+    met = {(t["product"], t["L"]): t["met"] for t in table}
     # grid below L = 6 and CG without e3nn have no target
     assert met == {("Gaunt grid", 6): "NO", ("Gaunt grid", 7): "yes", ("CG dense", 1): "NO"}
+    probe = {(t["product"], t["L"]): t["threaded sgemm"] for t in table}
+    assert probe[("Gaunt grid", 6)] == "1.04x" and probe[("Gaunt grid", 7)] == "n/a"
+
+
+def test_tp_times_again_while_threaded_blas_is_degraded(monkeypatch):
+    from tensorframes.bench import tp
+
+    real = tp.blas_scaling
+    readings = iter([1.0, 0.9, 1.8, 0.8, 0.9])  # probe readings of successive timings
+    monkeypatch.setattr(tp, "blas_scaling", lambda timings: (real(timings), next(readings))[1])
+    monkeypatch.setattr(tp, "PAUSE_S", 0.0)
+    kw = dict(quick=True, Ls=[1], settings=("single/single",), repeats=1)
+    rows = tp.run(retries=3, **kw)  # degraded twice, then normal: the third timing is kept
+    assert {(r["attempts"], r["sgemm_thread_speedup"]) for r in rows} == {(3, 1.8)}
+    assert not any("probe" in r["product"] for r in rows)
+    rows = tp.run(retries=1, **kw)  # still degraded after the one retry: kept as it is
+    assert {(r["attempts"], r["sgemm_thread_speedup"]) for r in rows} == {(2, 0.9)}
+
+
+def test_blas_probes_time_one_gemm_on_one_and_all_threads():
+    from tensorframes.bench._harness import blas_probes, blas_scaling, time_interleaved
+
+    threads = torch.get_num_threads()
+    assert blas_probes("cuda") == {}
+    probes = blas_probes()
+    if threads < 2:
+        assert probes == {}
+        return
+    first = [f() for f in probes.values()]
+    assert torch.equal(first[0], first[1])  # the same product either way
+    assert torch.get_num_threads() == threads  # restored after each call
+    timings = time_interleaved({**probes, "other": lambda: None}, repeats=2, max_repeats=2)
+    assert blas_scaling(timings) > 0 and list(timings) == ["other"]
+    assert blas_scaling({}) != blas_scaling({})  # NaN without probes
 
 
 def test_speedup_pairs_rounds():

@@ -134,6 +134,54 @@ def time_interleaved(
     }
 
 
+#: Contender names of :func:`blas_probes` (removed again by :func:`blas_scaling`)
+PROBE_ONE, PROBE_ALL = "sgemm probe, 1 thread", "sgemm probe, all threads"
+
+
+def blas_probes(device: torch.device | str = "cpu") -> dict[str, Callable[[], object]]:
+    """Two extra contenders that read the machine's state: one fixed float32 GEMM, run on one
+    thread and on all of PyTorch's threads. Empty on CUDA and with one thread.
+
+    The GEMM, ``(25, 25) @ (25, 32500)``, has the short and wide shape of the grid Gaunt
+    product's quadrature in ``phi`` (degree 6, a batch chunk of 2,500); a call runs it four
+    times, so that the cold first one (the probe that runs first follows a large contender)
+    weighs little. Timed interleaved with the contenders, the per-round ratio of its two times
+    (:func:`blas_scaling`) says how much the threads helped in those very rounds. On the 2-core
+    VM these benchmarks ran on it reads 1.5-2.9x most of the time and 0.8-1.2x in windows of
+    seconds to minutes in which the host runs two-thread BLAS at one-thread speed, whatever else
+    runs (two single-thread processes, one per core, keep full speed then); see
+    ``docs/benchmarks.md``.
+    """
+    threads = torch.get_num_threads()
+    if torch.device(device).type != "cpu" or threads < 2:
+        return {}
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(25, 25, generator=gen), torch.randn(25, 32500, generator=gen)
+    out = torch.empty(25, 32500)
+
+    def on(n: int) -> Callable[[], object]:
+        def gemm():
+            torch.set_num_threads(n)
+            try:
+                for _ in range(4):  # the first, after a contender, reads cold memory
+                    torch.mm(a, b, out=out)
+                return out
+            finally:
+                torch.set_num_threads(threads)
+
+        return gemm
+
+    return {PROBE_ONE: on(1), PROBE_ALL: on(threads)}
+
+
+def blas_scaling(timings: dict[str, Timing]) -> float:
+    """Removes the :func:`blas_probes` timings from ``timings`` and returns the speed-up of the
+    threaded GEMM over the single-threaded one (median of per-round ratios); NaN without
+    probes."""
+    one, every = timings.pop(PROBE_ONE, None), timings.pop(PROBE_ALL, None)
+    return every.speedup_over(one) if one and every else float("nan")
+
+
 def format_seconds(t: float) -> str:
     if t >= 1:
         return f"{t:.2f} s"

@@ -595,10 +595,15 @@ class _GridProduct(StaticBuffers):
         v1 = v1.index_select(1, self.combo1) if self.T1 > 1 else v1
         v2 = v2.index_select(1, self.combo2) if self.T2 > 1 else v2
         v = v1.mul_(v2) if in_place and v1.shape == v2.shape else v1 * v2
-        (Ro, _, K), B, C = A_out.shape, x1.shape[1], self.channels
+        K, B = A_out.shape[2], x1.shape[1]
         d = self.trig_out @ v.reshape(self.n_phi, K * B)  # (2Lo+1, P * n_theta * C * B)
-        dw = d if wT is None else (d.reshape(-1, C, B) * wT).reshape(Ro, K * B)
-        return v1, v2, xp1, xp2, d, dw
+        return v1, v2, xp1, xp2, d, self._weighted(d, wT)
+
+    def _weighted(self, d: torch.Tensor, wT: torch.Tensor | None) -> torch.Tensor:
+        """The phi quadrature ``d (2Lo+1, K * B)`` times the per-sample weights ``(C, B)``."""
+        if wT is None:
+            return d
+        return (d.reshape(-1, self.channels, wT.shape[-1]) * wT).reshape(d.shape)
 
     def _to_types(self, g: torch.Tensor, name: str) -> torch.Tensor:
         """Gradient on the combinations ``(n_phi, P, X)`` -> on input ``name``'s types."""
@@ -673,7 +678,7 @@ class _GridFunction(torch.autograd.Function):
                 v1, v2, xp1, xp2, d, dw = core._products(xa, xb, wT, A1, A2, A_out)
             else:
                 (v1, v2, d), xp1, xp2 = kept[len(_KEPT) * i:len(_KEPT) * (i + 1)], None, None
-                dw = d if wT is None else (d.reshape(-1, C, B) * wT).reshape(d.shape)
+                dw = core._weighted(d, wT)
             g_y = g_out.new_zeros(Ro * n, B).index_add_(0, core.gather, g_out[:, s:e])
             g_y = g_y.reshape(Ro, n, B)
             if nAo:

@@ -6,79 +6,11 @@ import math
 
 import torch
 
+from .._math import solid_harmonics
+
 __all__ = ["spherical_harmonics"]
 
 _NORMALIZATIONS = ("component", "norm", "integral")
-
-# Per (l, dtype, device): the recurrence coefficients cast once from float64. Entries are only
-# ever added, never changed, so a cached tensor always has the dtype/device of its key.
-_COEFF_CACHE: dict[tuple[int, torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
-
-
-def _recurrence_coefficients(l: int, dtype: torch.dtype, device: torch.device):
-    """``(a, b)`` of the fully normalised associated-Legendre recurrence at degree ``l >= 1``.
-
-    With ``Q_l^m`` the normalised Legendre part of the solid harmonic of degree ``l`` and order
-    ``m`` (a polynomial in ``Z`` and ``r^2``):
-    ``Q_l^m = a_m Z Q_{l-1}^m - b_m r^2 Q_{l-2}^m`` for ``m < l`` (``b`` has ``l - 1`` entries,
-    ``b_{l-1} = 0``) and ``Q_l^l = sqrt((2l+1)/(2l)) Q_{l-1}^{l-1}``.
-    """
-    key = (l, dtype, device)
-    hit = _COEFF_CACHE.get(key)
-    if hit is not None:
-        return hit
-    a = [math.sqrt((2 * l + 1) * (2 * l - 1) / ((l - m) * (l + m))) for m in range(l)]
-    b = [
-        math.sqrt((2 * l + 1) / (2 * l - 3) * (l + m - 1) * (l - m - 1) / ((l - m) * (l + m)))
-        for m in range(l - 1)
-    ]
-    out = (
-        torch.tensor(a, dtype=torch.float64).to(dtype=dtype, device=device),
-        torch.tensor(b, dtype=torch.float64).to(dtype=dtype, device=device),
-    )
-    _COEFF_CACHE[key] = out
-    return out
-
-
-def solid_harmonics(lmax: int, vec: torch.Tensor) -> torch.Tensor:
-    """Real solid harmonics ``Y^0 .. Y^lmax`` of ``vec`` in e3nn's basis, "component" normalised.
-
-    Homogeneous polynomials of degree ``l`` in ``vec`` (no normalisation of the input), so that
-    ``|Y^l(x)|^2 = (2l+1) |x|^(2l)``. e3nn's basis is the standard real basis (no Condon-Shortley
-    phase, order ``m = -l..l``) with polar axis ``y``: its ``(x, y, z)`` are the standard
-    ``(Y, Z, X)``. Output: ``(..., (lmax+1)**2)``. Python loops run over ``l`` and ``m`` only.
-    """
-    x, y, z = vec.unbind(-1)
-    X, Y, Z = z, x, y
-    one = torch.ones_like(X)
-    out = [one[..., None]]
-    if lmax == 0:
-        return out[0]
-    r2 = X * X + Y * Y + Z * Z
-    # (X + iY)^m = C_m + i S_m
-    cos, sin = [one], [torch.zeros_like(X)]
-    for _ in range(lmax):
-        c, s = cos[-1], sin[-1]
-        cos.append(X * c - Y * s)
-        sin.append(X * s + Y * c)
-    sqrt2 = math.sqrt(2.0)
-    cos_m = torch.stack(cos[1:], dim=-1) * sqrt2  # (..., lmax): m = 1..lmax
-    sin_m = torch.stack(sin[1:], dim=-1) * sqrt2
-    Z_, r2_ = Z[..., None], r2[..., None]
-    q_prev2, q_prev = None, one[..., None]  # Q_{l-2}, Q_{l-1}: (..., l-1), (..., l)
-    for l in range(1, lmax + 1):
-        a, b = _recurrence_coefficients(l, vec.dtype, vec.device)
-        lower = a * Z_ * q_prev  # m = 0 .. l-1
-        if l >= 2:
-            lower = torch.cat([lower[..., : l - 1] - b * r2_ * q_prev2, lower[..., l - 1 :]], -1)
-        top = q_prev[..., l - 1 :] * math.sqrt((2 * l + 1) / (2 * l))  # m = l
-        q = torch.cat([lower, top], dim=-1)  # (..., l+1)
-        qm = q[..., 1:]
-        out.append((qm * sin_m[..., :l]).flip(-1))
-        out.append(q[..., :1])
-        out.append(qm * cos_m[..., :l])
-        q_prev2, q_prev = q_prev, q
-    return torch.cat(out, dim=-1)
 
 
 def _parse_ls(l) -> list[int]:

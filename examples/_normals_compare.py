@@ -30,23 +30,23 @@ import traceback
 
 import torch
 
-from ._normals_train import (
+from ._normals_config import Config
+from ._normals_data import build_datasets
+from ._normals_dist import resolve_device
+from ._normals_eval import evaluate, flatten_metrics
+from ._normals_io import (
     CHECKPOINT_NAME,
-    Config,
     atomic_write_bytes,
     atomic_write_text,
-    build_datasets,
-    build_model,
-    count_parameters,
-    evaluate,
-    flatten_metrics,
+    check_model_identity,
+    check_run_identity,
     load_checkpoint,
     load_model_state,
-    resolve_device,
-    train,
     write_csv,
     write_json,
 )
+from ._normals_loop import train
+from ._normals_model import build_model, count_parameters
 
 ROWS = (
     # key, label, arch, flavour
@@ -275,8 +275,6 @@ def _train_row(res: RowResult, base: dict, out: str, resume: bool, datasets, dev
     ckpt = load_checkpoint(ckpt_path) if cfg.resume else None
     if ckpt is not None and ckpt.get("final") is not None and ckpt["epoch"] >= cfg.epochs:
         # finished earlier: re-evaluate (deterministic) for the per-point errors of the plot
-        from ._normals_train import check_model_identity, check_run_identity
-
         check_model_identity(ckpt, cfg.model_identity(), ckpt_path)
         check_run_identity(ckpt, cfg, ckpt_path)
         model = build_model(res.arch, res.flavour, res.options)

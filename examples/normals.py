@@ -36,24 +36,21 @@ import os
 import os.path as osp
 import sys
 
-from ._normals_train import (
+from ._normals_config import MODEL_KEYS, Config
+from ._normals_data import build_datasets
+from ._normals_dist import resolve_device
+from ._normals_eval import evaluate, flatten_metrics
+from ._normals_io import (
     CHECKPOINT_NAME,
-    MODEL_KEYS,
     CheckpointMismatchError,
-    Config,
-    build_datasets,
-    build_model,
     check_model_identity,
-    count_parameters,
-    evaluate,
-    flatten_metrics,
     load_checkpoint,
     load_model_state,
-    resolve_device,
-    train,
     write_csv,
     write_json,
 )
+from ._normals_loop import train
+from ._normals_model import build_model, count_parameters
 
 __all__ = ["main", "parse_model_options"]
 

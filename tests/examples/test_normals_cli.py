@@ -25,7 +25,11 @@ if str(ROOT) not in sys.path:  # models/ and examples/ run from a checkout
     sys.path.insert(0, str(ROOT))
 
 from examples import _normals_compare as cmp  # noqa: E402
-from examples import _normals_train as nt  # noqa: E402
+from examples import _normals_data as ndata  # noqa: E402
+from examples import _normals_eval as neval  # noqa: E402
+from examples import _normals_io as nio  # noqa: E402
+from examples import _normals_loop as nloop  # noqa: E402
+from examples import _normals_model as nmodel  # noqa: E402
 from examples._normals_metrics import (  # noqa: E402
     angular_error,
     summarize,
@@ -173,17 +177,17 @@ def _spheres(n_clouds=3, n_points=40):
 
 def test_evaluate_rotated_metrics_and_gap():
     kw = dict(batch_size=2, eval_seed=5, device=torch.device("cpu"))
-    m = nt.evaluate(_Radial(), _spheres(), **kw)["metrics"]
+    m = neval.evaluate(_Radial(), _spheres(), **kw)["metrics"]
     for split in ("given", "rotated"):
         assert m[split]["unoriented"]["mean"] < 1e-4 and m[split]["oriented"]["mean"] < 1e-4
     assert abs(m["gap"]["unoriented"]) < 1e-4 and m["equivariance_error"] < 1e-4
 
-    m = nt.evaluate(_Radial(-1.0), _spheres(), **kw)["metrics"]  # inward: oriented 180
+    m = neval.evaluate(_Radial(-1.0), _spheres(), **kw)["metrics"]  # inward: oriented 180
     assert m["given"]["unoriented"]["mean"] < 1e-4
     assert abs(m["rotated"]["oriented"]["mean"] - 180.0) < 1e-3
 
     # not equivariant: the prediction does not follow the rotation
-    res = nt.evaluate(_Constant(), _spheres(), **kw)
+    res = neval.evaluate(_Constant(), _spheres(), **kw)
     m, e = res["metrics"], res["errors"]
     z = torch.cat([d.normal for d in _spheres()])[:, 2].double()
     expected = torch.rad2deg(torch.acos(z.abs().clamp(max=1)))
@@ -191,14 +195,14 @@ def test_evaluate_rotated_metrics_and_gap():
     assert m["equivariance_error"] > 10
     assert not torch.allclose(e["given_unoriented"], e["rotated_unoriented"])
     # seeded: the same draws every time, different with another seed
-    again = nt.evaluate(_Constant(), _spheres(), **kw)["errors"]["rotated_unoriented"]
+    again = neval.evaluate(_Constant(), _spheres(), **kw)["errors"]["rotated_unoriented"]
     assert torch.equal(again, e["rotated_unoriented"])
-    other = nt.evaluate(_Constant(), _spheres(), **{**kw, "eval_seed": 6})["errors"]
+    other = neval.evaluate(_Constant(), _spheres(), **{**kw, "eval_seed": 6})["errors"]
     assert not torch.equal(other["rotated_unoriented"], e["rotated_unoriented"])
 
 
 def test_random_o3_includes_reflections():
-    Q = nt.random_o3(64, torch.Generator().manual_seed(0))
+    Q = ndata.random_o3(64, torch.Generator().manual_seed(0))
     torch.testing.assert_close(Q @ Q.transpose(1, 2), torch.eye(3).double().expand(64, 3, 3))
     dets = torch.linalg.det(Q).round()
     assert (dets == 1).any() and (dets == -1).any()
@@ -248,7 +252,7 @@ def test_kill_and_resume_is_exact(tmp_path, data_root):
     assert len((resumed / "metrics.csv").read_text().splitlines()) == 5  # header + 4 epochs
     # and the run is not trivially constant: training changed the parameters
     torch.manual_seed(3)
-    fresh = nt.build_model(TINY, "augment", {})
+    fresh = nmodel.build_model(TINY, "augment", {})
     assert any(not torch.equal(v, a["model"][k]) for k, v in fresh.state_dict().items())
 
 
@@ -324,7 +328,7 @@ def test_corrupted_checkpoint_gives_clear_error(tmp_path, data_root, capsys):
 
 def test_atomic_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
-    nt.save_checkpoint(str(path), {"format": nt.CHECKPOINT_FORMAT, "x": torch.arange(3)})
+    nio.save_checkpoint(str(path), {"format": nio.CHECKPOINT_FORMAT, "x": torch.arange(3)})
     before = path.read_bytes()
 
     def broken_save(obj, f, *args, **kwargs):
@@ -333,10 +337,10 @@ def test_atomic_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        nt.save_checkpoint(str(path), {"format": nt.CHECKPOINT_FORMAT, "x": torch.arange(4)})
+        nio.save_checkpoint(str(path), {"format": nio.CHECKPOINT_FORMAT, "x": torch.arange(4)})
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]  # no temp files
-    assert torch.equal(nt.load_checkpoint(str(path))["x"], torch.arange(3))
+    assert torch.equal(nio.load_checkpoint(str(path))["x"], torch.arange(3))
 
 
 def test_failed_save_during_training_keeps_last_checkpoint(tmp_path, data_root, monkeypatch):
@@ -361,7 +365,7 @@ def test_nonfinite_loss_keeps_checkpoint(tmp_path, data_root, monkeypatch, capsy
     out = tmp_path / "run"
     assert main(_train_args(data_root, out, "--stop-after", "1")) == 0
     before = _snapshot(out)
-    monkeypatch.setattr(nt, "unoriented_cosine_loss", lambda p, t: (p * float("nan")).mean())
+    monkeypatch.setattr(nloop, "unoriented_cosine_loss", lambda p, t: (p * float("nan")).mean())
     assert main(["train", "--out", str(out), "--resume", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "non-finite training loss" in err and "epoch 2" in err
@@ -628,9 +632,9 @@ def test_torchrun_two_processes_keep_parameters_identical(tmp_path):
     ckpt = _load(out / "checkpoint.pt")
     assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2 and ckpt["epoch"] == 2
     # the checkpoint holds the synchronised parameters
-    model = nt.build_model(TINY, "augment", {})
+    model = nmodel.build_model(TINY, "augment", {})
     model.load_state_dict(ckpt["model"])
-    assert nt.parameter_hash(model) == h0.strip()
+    assert nmodel.parameter_hash(model) == h0.strip()
     # the two ranks drew different augmentations (they train on different shards)
     g0, g1 = (ckpt["rng"][r]["generators"]["augment"] for r in (0, 1))
     assert not torch.equal(g0, g1)

@@ -5,9 +5,11 @@ from tensorframes.o3 import (
     GauntTensorProduct,
     VectorGauntTensorProduct,
     gaunt_coefficients,
-    gaunt_product,
     wigner_3j,
 )
+from tensorframes.o3._gaunt import gaunt_product
+from tensorframes.o3._gaunt_fourier import _FourierCore
+from tensorframes.o3._gaunt_grid import _GridProduct
 from tensorframes.testing import assert_equivariant
 
 IN1, IN2 = "2x0e+2x1o+1x2e+1x1e", "1x0e+1x1o+2x2e+1x0o"
@@ -44,15 +46,23 @@ def test_fourier_equals_grid_equals_cg(L1, L2, Lout):
 
 @pytest.mark.parametrize("method", ["grid", "fourier"])
 def test_batch_chunks_match_one_chunk(monkeypatch, method):
-    import tensorframes.o3._gaunt as gaunt_module
-
     g = torch.Generator().manual_seed(1)
     x1 = torch.randn(2, 37, 9, generator=g, dtype=torch.float64, requires_grad=True)
     x2 = torch.randn(2, 37, 16, generator=g, dtype=torch.float64)
     one = gaunt_product(x1, x2, 2, 3, 4, method=method)
     (g_one,) = torch.autograd.grad(one.square().sum(), x1)
-    monkeypatch.setattr(gaunt_module, "CHUNK_VALUES", 1)  # chunks of 32 samples
+    core = _GridProduct if method == "grid" else _FourierCore
+    monkeypatch.setattr(core, "chunk_values", 1)  # chunks of 32 samples
+    stage = "_products" if method == "grid" else "_product"
+    calls, inner = [], getattr(core, stage)
+
+    def counted(self, *args, **kwargs):
+        calls.append(args[0].shape)
+        return inner(self, *args, **kwargs)
+
+    monkeypatch.setattr(core, stage, counted)
     many = gaunt_product(x1, x2, 2, 3, 4, method=method)
+    assert len(calls) == 3  # 74 samples in chunks of at most 32 (the grid: 25 each)
     (g_many,) = torch.autograd.grad(many.square().sum(), x1)
     assert many.shape == (2, 37, 25)
     assert (one - many).abs().max() < 1e-12 and (g_one - g_many).abs().max() < 1e-12
@@ -132,9 +142,8 @@ def test_grid_module_matches_fourier_in_chunks_with_gradients(monkeypatch, dense
     """The grid path folds the linear maps into its Legendre stages (and, for inputs with few
     components, its trigonometric stage too: ``dense``) and runs batch-last in chunks; the
     Fourier path keeps them apart. Values and every gradient must agree."""
-    import tensorframes.o3._gaunt as gaunt_module
-
-    monkeypatch.setattr(gaunt_module, "CHUNK_VALUES", 1)  # chunks of at most 32 samples
+    monkeypatch.setattr(_GridProduct, "chunk_values", 1)  # chunks of at most 32 samples
+    monkeypatch.setattr(_FourierCore, "chunk_values", 1)
     grid = GauntTensorProduct(IN1, IN2, OUT, method="grid", channels=3,
                               checkpoint=checkpoint).double()
     grid.core.dense = {"1": dense, "2": dense}
@@ -163,9 +172,8 @@ def test_grid_backward_gradcheck_and_double_backward(monkeypatch, dense):
     """The grid path's hand-written backward (from the chunks' kept grid values; recomputed
     from the inputs under create_graph) passes gradcheck and gradgradcheck, and its double
     backward equals the Fourier path's (plain autograd)."""
-    import tensorframes.o3._gaunt as gaunt_module
-
-    monkeypatch.setattr(gaunt_module, "CHUNK_VALUES", 1)  # several chunks
+    monkeypatch.setattr(_GridProduct, "chunk_values", 1)  # several chunks
+    monkeypatch.setattr(_FourierCore, "chunk_values", 1)
     grid = GauntTensorProduct("0e+1o+1e", "0e+1o", "0e+1o+1e+2e", channels=2).double()
     grid.core.dense = {"1": dense, "2": dense}
     fourier = GauntTensorProduct("0e+1o+1e", "0e+1o", "0e+1o+1e+2e", channels=2,

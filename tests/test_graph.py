@@ -1,7 +1,12 @@
+import asyncio
+import threading
+import types
+
 import pytest
 import torch
 
 from tensorframes import graph
+from tensorframes.graph import _backend, _search
 
 
 def _cloud(n, d=3, seed=0, dtype=torch.float32):
@@ -156,6 +161,114 @@ def test_backend_switch():
     assert graph.get_backend() == "torch"
 
 
+def test_no_global_backend_setter():
+    assert not hasattr(graph, "set_backend")
+    assert not hasattr(_backend, "set_backend")
+
+
+def test_use_backend_nests_and_restores_after_exception():
+    assert graph.get_backend() == "torch"
+    with graph.use_backend("auto") as name:
+        assert name == "auto" and graph.get_backend() == "auto"
+        with graph.use_backend("torch"):
+            assert graph.get_backend() == "torch"
+            with pytest.raises(KeyError):
+                with graph.use_backend("auto"):
+                    assert graph.get_backend() == "auto"
+                    raise KeyError("boom")
+            assert graph.get_backend() == "torch"
+        assert graph.get_backend() == "auto"
+    assert graph.get_backend() == "torch"
+    with pytest.raises(ValueError, match="backend"):
+        with graph.use_backend("nope"):
+            pass
+    assert graph.get_backend() == "torch"
+
+
+def test_use_backend_is_thread_local():
+    entered, release = threading.Event(), threading.Event()
+    seen = []
+
+    def worker():
+        with graph.use_backend("auto"):
+            entered.set()
+            release.wait(10)
+            seen.append(graph.get_backend())
+
+    t = threading.Thread(target=worker)
+    t.start()
+    assert entered.wait(10)
+    assert graph.get_backend() == "torch"  # the worker's block does not leak into this thread
+    release.set()
+    t.join(10)
+    assert seen == ["auto"] and graph.get_backend() == "torch"
+
+
+def test_use_backend_is_task_local():
+    async def task(name, log):
+        with graph.use_backend(name):
+            await asyncio.sleep(0)  # the other task runs inside its own block meanwhile
+            await asyncio.sleep(0)
+            log.append((name, graph.get_backend()))
+
+    async def main():
+        log = []
+        await asyncio.gather(task("auto", log), task("torch", log))
+        return log
+
+    assert sorted(asyncio.run(main())) == [("auto", "auto"), ("torch", "torch")]
+
+
+class _FakeCluster(types.SimpleNamespace):
+    """Stands in for torch_cluster and records which function was called."""
+
+    def __init__(self):
+        super().__init__(calls=[])
+        for fn in ("knn", "radius", "fps"):
+            setattr(self, fn, self._recorder(fn))
+
+    def _recorder(self, fn):
+        def call(*args):
+            self.calls.append(fn)
+            return torch.tensor([[-7], [-8]]) if fn != "fps" else torch.full((1,), -7)
+        return call
+
+
+def test_backend_dispatch_per_call_and_by_context(monkeypatch):
+    fake = _FakeCluster()
+    monkeypatch.setattr(_backend, "_torch_cluster", fake)
+    monkeypatch.setattr(_backend, "WITH_TORCH_CLUSTER", True)
+    x = _cloud(20, seed=13)
+    ref = graph.knn(x, x, 3)  # "torch" from the fixture
+    assert fake.calls == []
+    assert int(graph.knn(x, x, 3, backend="cluster")[0, 0]) == -7
+    assert int(graph.knn(x, x, 3, backend="auto")[0, 0]) == -7
+    assert fake.calls == ["knn", "knn"]
+    with graph.use_backend("cluster"):
+        assert int(graph.radius(x, x, 0.5)[0, 0]) == -7
+        assert int(graph.fps(x, random_start=False)[0]) == -7
+        # a generator-driven random start is always pure torch
+        assert int(graph.fps(x, generator=torch.Generator().manual_seed(0))[0]) >= 0
+        # the per-call keyword wins over the context
+        assert torch.equal(graph.knn(x, x, 3, backend="torch"), ref)
+        with graph.use_backend("torch"):
+            assert torch.equal(graph.knn(x, x, 3), ref)
+        assert graph.knn_graph(x, 2).tolist() == [[-8], [-7]]  # flipped to (j, i)
+    assert fake.calls == ["knn", "knn", "radius", "fps", "knn"]
+    with graph.use_backend("auto"):
+        graph.radius_graph(x, 0.5)
+    assert fake.calls[-1] == "radius"
+    monkeypatch.setattr(_backend, "WITH_TORCH_CLUSTER", False)
+    with graph.use_backend("auto"):  # auto without torch-cluster: pure torch
+        assert torch.equal(graph.knn(x, x, 3), ref)
+    with pytest.raises(RuntimeError, match="torch_cluster"):
+        graph.knn(x, x, 3, backend="cluster")
+    with pytest.raises(RuntimeError, match="torch_cluster"):
+        with graph.use_backend("cluster"):
+            pass
+    assert len(fake.calls) == 6 and graph.get_backend() == "torch"
+
+
 # ---------------------------------------------------------------- torch-cluster comparisons
 @pytest.mark.cluster
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -169,6 +282,34 @@ def test_knn_equals_torch_cluster(dtype):
     assert torch.equal(graph.knn(x, y, 16, bx, by, backend="cluster"), ref)
     ref_g = torch_cluster.knn_graph(x, 12, bx, flow="source_to_target")
     assert torch.equal(graph.knn_graph(x, 12, bx, backend="torch"), ref_g)
+    with graph.use_backend("cluster"):
+        assert torch.equal(graph.knn_graph(x, 12, bx), ref_g)
+        assert torch.equal(graph.knn(x, y, 16, bx, by, backend="torch"), ref)
+    with graph.use_backend("auto"):  # auto picks torch-cluster when it imports
+        assert torch.equal(graph.knn(x, y, 16, bx, by), ref)
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("k", [4, 7, 13])
+def test_knn_sets_equal_torch_cluster_unless_tie_at_kth(k):
+    """The documented agreement: same distance sequence per query; same neighbour set wherever
+    the k-th and (k+1)-th distances differ (a lattice has ties at every shell)."""
+    import torch_cluster
+
+    g = torch.stack(torch.meshgrid(*[torch.arange(6.0)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    g = torch.cat([g, g[::7] + 0.25])  # some points off the lattice, some queries tie-free
+    n = g.shape[0]
+    a = torch_cluster.knn(g, g, k)
+    c = graph.knn(g, g, k, backend="torch")
+    assert torch.equal(a[0], c[0])
+    dist = lambda e: ((g[e[0]] - g[e[1]]) ** 2).sum(-1).view(n, k)  # noqa: E731
+    assert torch.equal(dist(a), dist(c))
+    c1 = graph.knn(g, g, k + 1, backend="torch")
+    d1 = ((g[c1[0]] - g[c1[1]]) ** 2).sum(-1).view(n, k + 1)
+    no_tie = d1[:, k - 1] < d1[:, k]
+    assert bool(no_tie.any()) and not bool(no_tie.all())
+    sa, sc = a[1].view(n, k).sort(1).values, c[1].view(n, k).sort(1).values
+    assert torch.equal(sa[no_tie], sc[no_tie])
 
 
 @pytest.mark.cluster
@@ -223,14 +364,14 @@ def test_grid_knn_equals_bruteforce_path(k):
     y = torch.randn(400, 3, generator=g) * 2.5  # many queries outside the clouds' boxes
     by = torch.arange(400) // 100
     for xx, yy, bx_, by_ in ((x, x, b, b), (x, y, b, by)):
-        fast = graph._knn_torch(xx, yy, k, bx_, by_, 1 << 16, grid=True)
-        slow = graph._knn_torch(xx, yy, k, bx_, by_, 1 << 22, grid=False)
+        fast = _search.knn_torch(xx, yy, k, bx_, by_, 1 << 16, grid=True)
+        slow = _search.knn_torch(xx, yy, k, bx_, by_, 1 << 22, grid=False)
         assert torch.equal(fast, slow)
 
 
 def test_grid_radius_equals_bruteforce_path():
     x, b = _grid_clouds()
     for r, m in ((0.3, 1000), (1.0, 7)):
-        fast = graph._radius_torch(x, x, r, b, b, m, 1 << 16, grid=True)
-        slow = graph._radius_torch(x, x, r, b, b, m, 1 << 22, grid=False)
+        fast = _search.radius_torch(x, x, r, b, b, m, 1 << 16, grid=True)
+        slow = _search.radius_torch(x, x, r, b, b, m, 1 << 22, grid=False)
         assert torch.equal(fast, slow)

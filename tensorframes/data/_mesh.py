@@ -7,6 +7,7 @@ import os.path as osp
 import re
 import zlib
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,7 +84,7 @@ class MeshFolder(CachedInMemoryDataset):
     def _fingerprint(self) -> str:
         return file_fingerprint(self._root, self.files)
 
-    def _generate(self):
+    def _generate(self) -> tuple[list[Data], dict]:
         data_list = []
         for rel in self.files:
             path = osp.join(self._root, rel)
@@ -141,7 +142,9 @@ def triangulate(faces: list[np.ndarray] | np.ndarray) -> np.ndarray:
     return np.concatenate(tris).astype(np.int64) if tris else np.zeros((0, 3), np.int64)
 
 
-def sample_triangles(vertices, faces, n: int, rng: np.random.Generator, *, where: str = "mesh"):
+def sample_triangles(vertices: np.ndarray, faces: list[np.ndarray] | np.ndarray, n: int,
+                     rng: np.random.Generator, *, where: str = "mesh"
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` points area-uniform on a triangle mesh with the unit face normals (float64).
 
     ``faces`` is ``(F, 3)`` (or polygons, fan-triangulated). Raises ``ValueError`` naming
@@ -177,7 +180,7 @@ def read_mesh(path: str) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"{path}: unsupported mesh format {ext!r} (expected .off or .ply)")
 
 
-def _text_lines(path):
+def _text_lines(path: str) -> list[tuple[int, str]]:
     try:
         with open(path, encoding="utf-8") as fh:
             raw = fh.read().splitlines()
@@ -191,7 +194,8 @@ def _text_lines(path):
     return out
 
 
-def _check_faces(path, faces, num_vertices, lines=None):
+def _check_faces(path: str, faces: list[np.ndarray], num_vertices: int,
+                 lines: list[int] | None = None) -> None:
     for j, f in enumerate(faces):
         if len(f) < 3 or f.min() < 0 or f.max() >= num_vertices:
             where = f"line {lines[j]}" if lines is not None else f"face {j}"
@@ -267,6 +271,9 @@ _PLY_TYPES = {
     "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
 }  # fmt: skip
 
+#: A PLY header element: ``(name, count, [(property, dtype code, list count dtype or None)])``.
+_PlyElement = tuple[str, int, list[tuple[str, str, str | None]]]
+
 
 def read_ply(path: str) -> tuple[np.ndarray, np.ndarray]:
     """Strict PLY reader: ``vertex`` element with ``x, y, z`` and a ``face`` element with a list
@@ -331,7 +338,8 @@ def read_ply(path: str) -> tuple[np.ndarray, np.ndarray]:
     return verts, triangulate(faces)
 
 
-def _ply_ascii(path, body, elements, header_lines):
+def _ply_ascii(path: str, body: bytes, elements: list[_PlyElement], header_lines: int
+               ) -> dict[str, dict[str, list[Any]]]:
     try:
         lines = body.decode("ascii").splitlines()
     except UnicodeDecodeError:
@@ -371,7 +379,8 @@ def _ply_ascii(path, body, elements, header_lines):
     return out
 
 
-def _ply_binary(path, body, elements, endian):
+def _ply_binary(path: str, body: bytes, elements: list[_PlyElement], endian: str
+                ) -> dict[str, dict[str, Any]]:
     out, off = {}, 0
     for name, count, props in elements:
         if all(c is None for _, _, c in props):

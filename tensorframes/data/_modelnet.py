@@ -164,7 +164,7 @@ class ModelNet40Normals(CachedInMemoryDataset):
     def _fingerprint(self) -> str:
         return file_fingerprint(self._root, self._files)
 
-    def _generate(self):
+    def _generate(self) -> tuple[list[Data], dict]:
         data_list = []
         for sid, rel in zip(self.shape_ids, self._files):
             path = osp.join(self._root, rel)

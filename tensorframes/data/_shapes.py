@@ -14,10 +14,21 @@ Normals are exact: gradients of the implicit equations, outward for closed surfa
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from .._math import haar_orthogonal_np
+
 TAU = 2.0 * math.pi
+
+#: ``propose`` result: ``(points (m, 3), normals (m, 3), part (m,), acceptance (m,))``.
+Candidates = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+#: Sampled surface: ``(points (n, 3), normals (n, 3), part (n,))``.
+Samples = tuple[np.ndarray, np.ndarray, np.ndarray]
+#: Optional extra acceptance: ``accept(points) -> probabilities``.
+Accept = Callable[[np.ndarray], np.ndarray]
+_FaceSampler = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
 
 
 def _unit_sphere(rng: np.random.Generator, m: int) -> np.ndarray:
@@ -29,15 +40,6 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
 
-def random_rotation(rng: np.random.Generator) -> np.ndarray:
-    """A Haar-random element of SO(3) (float64, ``(3, 3)``)."""
-    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
-    q = q * np.sign(np.diag(r))[None, :]
-    if np.linalg.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q
-
-
 class Primitive:
     """Base class. Subclasses set ``closed``, ``proposal_mass`` and ``radius`` (an upper bound
     of ``|p|`` over the surface) and implement :meth:`propose` (and :meth:`inside` if closed)."""
@@ -47,7 +49,7 @@ class Primitive:
     proposal_mass: float
     radius: float
 
-    def propose(self, rng: np.random.Generator, m: int):
+    def propose(self, rng: np.random.Generator, m: int) -> Candidates:
         """``m`` i.i.d. candidates: ``(points (m, 3), normals (m, 3), part (m,), accept (m,))``."""
         raise NotImplementedError
 
@@ -55,12 +57,14 @@ class Primitive:
         """Boolean mask: ``p`` strictly inside the closed volume."""
         raise NotImplementedError(f"{self.name} is an open surface: it has no inside")
 
-    def sample(self, rng: np.random.Generator, n: int, accept=None):
+    def sample(self, rng: np.random.Generator, n: int, accept: Accept | None = None
+               ) -> Samples:
         """``n`` area-uniform samples (thinned by ``accept(p) -> prob`` if given)."""
         return sample_surface(self, rng, n, accept)
 
 
-def sample_surface(shape: Primitive, rng: np.random.Generator, n: int, accept=None):
+def sample_surface(shape: Primitive, rng: np.random.Generator, n: int,
+                   accept: Accept | None = None) -> Samples:
     """Exact rejection sampler: returns ``(points, normals, part)`` with ``n`` rows, i.i.d. from
     the area measure of ``shape`` (times the optional acceptance function ``accept``)."""
     ps, ns, ks = [], [], []
@@ -90,7 +94,8 @@ def sample_surface(shape: Primitive, rng: np.random.Generator, n: int, accept=No
     )
 
 
-def _mixture(rng, m, masses, samplers):
+def _mixture(rng: np.random.Generator, m: int, masses: Sequence[float] | np.ndarray,
+             samplers: Sequence[_FaceSampler]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pick each of ``m`` candidates' face in proportion to ``masses`` (i.i.d.)."""
     masses = np.asarray(masses, dtype=np.float64)
     face = rng.choice(len(masses), size=m, p=masses / masses.sum())
@@ -109,7 +114,7 @@ class Ellipsoid(Primitive):
 
     name = "ellipsoid"
 
-    def __init__(self, axes):
+    def __init__(self, axes: Sequence[float] | np.ndarray) -> None:
         self.axes = np.asarray(axes, dtype=np.float64).reshape(3)
         if np.any(self.axes <= 0):
             raise ValueError(f"ellipsoid axes must be positive, got {self.axes}")
@@ -119,17 +124,17 @@ class Ellipsoid(Primitive):
         self.radius = float(a.max())
 
     @classmethod
-    def random(cls, rng):
+    def random(cls, rng: np.random.Generator) -> Ellipsoid:
         return cls(rng.uniform(0.4, 1.0, 3))
 
-    def propose(self, rng, m):
+    def propose(self, rng: np.random.Generator, m: int) -> Candidates:
         u = _unit_sphere(rng, m)
         g = u / self.axes  # A^{-1} u, parallel to the gradient of F at p = A u
         gn = np.linalg.norm(g, axis=1)
         acc = np.prod(self.axes) * gn / self._bound
         return u * self.axes, g / gn[:, None], np.zeros(m, np.int64), acc
 
-    def inside(self, p):
+    def inside(self, p: np.ndarray) -> np.ndarray:
         return (((p / self.axes) ** 2).sum(-1)) < 1.0
 
 
@@ -139,7 +144,7 @@ class Torus(Primitive):
 
     name = "torus"
 
-    def __init__(self, R: float, r: float):
+    def __init__(self, R: float, r: float) -> None:
         if not 0 < r < R:
             raise ValueError(f"torus needs 0 < r < R, got R={R}, r={r}")
         self.R, self.r = float(R), float(r)
@@ -147,11 +152,11 @@ class Torus(Primitive):
         self.radius = self.R + self.r
 
     @classmethod
-    def random(cls, rng):
+    def random(cls, rng: np.random.Generator) -> Torus:
         R = rng.uniform(0.55, 0.8)
         return cls(R, R * rng.uniform(0.2, 0.6))
 
-    def propose(self, rng, m):
+    def propose(self, rng: np.random.Generator, m: int) -> Candidates:
         th, ph = rng.uniform(0, TAU, (2, m))
         ct, st, cp, sp = np.cos(th), np.sin(th), np.cos(ph), np.sin(ph)
         nrm = np.stack([ct * cp, ct * sp, st], -1)
@@ -159,7 +164,7 @@ class Torus(Primitive):
         p = np.stack([rho * cp, rho * sp, self.r * st], -1)
         return p, nrm, np.zeros(m, np.int64), rho / (self.R + self.r)
 
-    def inside(self, p):
+    def inside(self, p: np.ndarray) -> np.ndarray:
         rho = np.hypot(p[:, 0], p[:, 1])
         return (rho - self.R) ** 2 + p[:, 2] ** 2 < self.r**2
 
@@ -175,7 +180,7 @@ class Superquadric(Primitive):
 
     name = "superquadric"
 
-    def __init__(self, axes, e1: float, e2: float):
+    def __init__(self, axes: Sequence[float] | np.ndarray, e1: float, e2: float) -> None:
         self.axes = np.asarray(axes, dtype=np.float64).reshape(3)
         if np.any(self.axes <= 0) or not (0 < e1 < 2 and 0 < e2 < 2):
             raise ValueError(f"need positive axes and 0 < e1, e2 < 2, got {self.axes}, {e1}, {e2}")
@@ -187,15 +192,15 @@ class Superquadric(Primitive):
         self.radius = r_max
 
     @classmethod
-    def random(cls, rng):
+    def random(cls, rng: np.random.Generator) -> Superquadric:
         return cls(rng.uniform(0.4, 1.0, 3), rng.uniform(0.3, 1.8), rng.uniform(0.3, 1.8))
 
-    def G(self, p):
+    def G(self, p: np.ndarray) -> np.ndarray:
         q1, q2 = 2.0 / self.e1, 2.0 / self.e2
         s = np.abs(p / self.axes)
         return (s[:, 0] ** q2 + s[:, 1] ** q2) ** (self.e2 / self.e1) + s[:, 2] ** q1
 
-    def grad_G(self, p):
+    def grad_G(self, p: np.ndarray) -> np.ndarray:
         q1, q2 = 2.0 / self.e1, 2.0 / self.e2
         a = self.axes
         s = np.abs(p / a)
@@ -208,7 +213,7 @@ class Superquadric(Primitive):
         gz = q1 * s[:, 2] ** (q1 - 1) * sg[:, 2] / a[2]
         return np.stack([gx, gy, gz], -1)
 
-    def propose(self, rng, m):
+    def propose(self, rng: np.random.Generator, m: int) -> Candidates:
         u = _unit_sphere(rng, m)
         r = self.G(u) ** (-self.e1 / 2.0)
         p = u * r[:, None]
@@ -217,7 +222,7 @@ class Superquadric(Primitive):
         w = r**3 * gn * (self.e1 / 2.0)
         return p, g / gn[:, None], np.zeros(m, np.int64), w / self._bound
 
-    def inside(self, p):
+    def inside(self, p: np.ndarray) -> np.ndarray:
         return self.G(p) < 1.0
 
 
@@ -227,7 +232,7 @@ class Cylinder(Primitive):
 
     name = "cylinder"
 
-    def __init__(self, r: float, h: float, *, caps: bool = True):
+    def __init__(self, r: float, h: float, *, caps: bool = True) -> None:
         if r <= 0 or h <= 0:
             raise ValueError(f"cylinder needs r, h > 0, got {r}, {h}")
         self.r, self.h, self.caps = float(r), float(h), bool(caps)
@@ -237,17 +242,17 @@ class Cylinder(Primitive):
         self.radius = math.hypot(r, h / 2)
 
     @classmethod
-    def random(cls, rng):
+    def random(cls, rng: np.random.Generator) -> Cylinder:
         return cls(rng.uniform(0.3, 0.8), rng.uniform(0.6, 2.0))
 
-    def _side(self, rng, m):
+    def _side(self, rng: np.random.Generator, m: int) -> tuple[np.ndarray, np.ndarray]:
         ph = rng.uniform(0, TAU, m)
         z = rng.uniform(-self.h / 2, self.h / 2, m)
         nrm = np.stack([np.cos(ph), np.sin(ph), np.zeros(m)], -1)
         return nrm * self.r + np.stack([0 * z, 0 * z, z], -1), nrm
 
-    def _cap(self, sign):
-        def fn(rng, m):
+    def _cap(self, sign: float) -> _FaceSampler:
+        def fn(rng: np.random.Generator, m: int) -> tuple[np.ndarray, np.ndarray]:
             rho = self.r * np.sqrt(rng.random(m))
             ph = rng.uniform(0, TAU, m)
             p = np.stack([rho * np.cos(ph), rho * np.sin(ph), np.full(m, sign * self.h / 2)], -1)
@@ -255,12 +260,12 @@ class Cylinder(Primitive):
 
         return fn
 
-    def propose(self, rng, m):
+    def propose(self, rng: np.random.Generator, m: int) -> Candidates:
         samplers = [self._side] + ([self._cap(1.0), self._cap(-1.0)] if self.caps else [])
         p, nrm, _ = _mixture(rng, m, self._masses, samplers)
         return p, nrm, np.zeros(m, np.int64), np.ones(m)
 
-    def inside(self, p):
+    def inside(self, p: np.ndarray) -> np.ndarray:
         if not self.caps:
             return super().inside(p)
         return (np.hypot(p[:, 0], p[:, 1]) < self.r) & (np.abs(p[:, 2]) < self.h / 2)
@@ -273,7 +278,7 @@ class OpenCylinder(Cylinder):
     name = "open_cylinder"
     closed = False
 
-    def __init__(self, r: float, h: float):
+    def __init__(self, r: float, h: float) -> None:
         super().__init__(r, h, caps=False)
 
 
@@ -284,7 +289,7 @@ class Cone(Primitive):
 
     name = "cone"
 
-    def __init__(self, r: float, h: float):
+    def __init__(self, r: float, h: float) -> None:
         if r <= 0 or h <= 0:
             raise ValueError(f"cone needs r, h > 0, got {r}, {h}")
         self.r, self.h = float(r), float(h)
@@ -295,10 +300,10 @@ class Cone(Primitive):
         self.radius = max(math.hypot(r, h / 3), 2 * h / 3)
 
     @classmethod
-    def random(cls, rng):
+    def random(cls, rng: np.random.Generator) -> Cone:
         return cls(rng.uniform(0.3, 0.8), rng.uniform(0.6, 1.8))
 
-    def _lateral(self, rng, m):
+    def _lateral(self, rng: np.random.Generator, m: int) -> tuple[np.ndarray, np.ndarray]:
         t = self.s * np.sqrt(rng.random(m))
         ph = rng.uniform(0, TAU, m)
         rho = self.r * t / self.s
@@ -307,17 +312,17 @@ class Cone(Primitive):
         nrm = np.stack([self.h * np.cos(ph), self.h * np.sin(ph), np.full(m, self.r)], -1)
         return p, nrm / self.s
 
-    def _base(self, rng, m):
+    def _base(self, rng: np.random.Generator, m: int) -> tuple[np.ndarray, np.ndarray]:
         rho = self.r * np.sqrt(rng.random(m))
         ph = rng.uniform(0, TAU, m)
         p = np.stack([rho * np.cos(ph), rho * np.sin(ph), np.full(m, self.z0)], -1)
         return p, np.tile([0.0, 0.0, -1.0], (m, 1))
 
-    def propose(self, rng, m):
+    def propose(self, rng: np.random.Generator, m: int) -> Candidates:
         p, nrm, _ = _mixture(rng, m, self._masses, [self._lateral, self._base])
         return p, nrm, np.zeros(m, np.int64), np.ones(m)
 
-    def inside(self, p):
+    def inside(self, p: np.ndarray) -> np.ndarray:
         z = p[:, 2] - self.z0
         rho = np.hypot(p[:, 0], p[:, 1])
         return (z > 0) & (z < self.h) & (rho < self.r * (1.0 - z / self.h))
@@ -328,7 +333,7 @@ class Box(Primitive):
 
     name = "box"
 
-    def __init__(self, half):
+    def __init__(self, half: Sequence[float] | np.ndarray) -> None:
         self.half = np.asarray(half, dtype=np.float64).reshape(3)
         if np.any(self.half <= 0):
             raise ValueError(f"box half extents must be positive, got {self.half}")
@@ -339,11 +344,11 @@ class Box(Primitive):
         self.radius = float(np.linalg.norm(a))
 
     @classmethod
-    def random(cls, rng):
+    def random(cls, rng: np.random.Generator) -> Box:
         return cls(rng.uniform(0.2, 1.0, 3))
 
-    def _face(self, axis, sign):
-        def fn(rng, m):
+    def _face(self, axis: int, sign: float) -> _FaceSampler:
+        def fn(rng: np.random.Generator, m: int) -> tuple[np.ndarray, np.ndarray]:
             p = rng.uniform(-1.0, 1.0, (m, 3)) * self.half
             p[:, axis] = sign * self.half[axis]
             nrm = np.zeros((m, 3))
@@ -352,12 +357,12 @@ class Box(Primitive):
 
         return fn
 
-    def propose(self, rng, m):
+    def propose(self, rng: np.random.Generator, m: int) -> Candidates:
         samplers = [self._face(ax, sg) for ax in range(3) for sg in (1.0, -1.0)]
         p, nrm, _ = _mixture(rng, m, self.face_areas, samplers)
         return p, nrm, np.zeros(m, np.int64), np.ones(m)
 
-    def inside(self, p):
+    def inside(self, p: np.ndarray) -> np.ndarray:
         return np.all(np.abs(p) < self.half, axis=-1)
 
 
@@ -370,7 +375,7 @@ class Paraboloid(Primitive):
     name = "paraboloid"
     closed = False
 
-    def __init__(self, k1: float, k2: float, rho: float = 1.0):
+    def __init__(self, k1: float, k2: float, rho: float = 1.0) -> None:
         if rho <= 0:
             raise ValueError(f"patch radius must be positive, got {rho}")
         self.k1, self.k2, self.rho = float(k1), float(k2), float(rho)
@@ -380,10 +385,10 @@ class Paraboloid(Primitive):
         self.radius = math.hypot(rho, zmax)
 
     @classmethod
-    def random(cls, rng):
+    def random(cls, rng: np.random.Generator) -> Paraboloid:
         return cls(rng.uniform(0.3, 1.5), rng.uniform(0.3, 1.5))
 
-    def propose(self, rng, m):
+    def propose(self, rng: np.random.Generator, m: int) -> Candidates:
         rad = self.rho * np.sqrt(rng.random(m))
         ph = rng.uniform(0, TAU, m)
         x, y = rad * np.cos(ph), rad * np.sin(ph)
@@ -399,20 +404,20 @@ class Saddle(Paraboloid):
     name = "saddle"
 
     @classmethod
-    def random(cls, rng):
+    def random(cls, rng: np.random.Generator) -> Saddle:
         return cls(rng.uniform(0.3, 1.5), -rng.uniform(0.3, 1.5))
 
 
 class Placed:
     """A primitive moved rigidly: ``p -> R p + t`` (``R`` in SO(3))."""
 
-    def __init__(self, shape: Primitive, R: np.ndarray, t: np.ndarray):
+    def __init__(self, shape: Primitive, R: np.ndarray, t: np.ndarray) -> None:
         self.shape, self.R, self.t = shape, np.asarray(R, float), np.asarray(t, float)
 
-    def to_world(self, p, n):
+    def to_world(self, p: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return p @ self.R.T + self.t, n @ self.R.T
 
-    def inside(self, p):
+    def inside(self, p: np.ndarray) -> np.ndarray:
         return self.shape.inside((p - self.t) @ self.R)
 
 
@@ -424,7 +429,7 @@ class Union(Primitive):
 
     name = "union"
 
-    def __init__(self, parts: list[Placed]):
+    def __init__(self, parts: list[Placed]) -> None:
         if not parts:
             raise ValueError("a union needs at least one part")
         for pl in parts:
@@ -436,18 +441,19 @@ class Union(Primitive):
         self.radius = max(float(np.linalg.norm(pl.t)) + pl.shape.radius for pl in parts)
 
     @classmethod
-    def random(cls, rng, catalogue=None):
+    def random(cls, rng: np.random.Generator,
+               catalogue: Sequence[type[Primitive]] | None = None) -> Union:
         catalogue = catalogue or CLOSED_PRIMITIVES
         k = int(rng.integers(2, 4))
         parts = []
         for i in range(k):
             shape = catalogue[int(rng.integers(len(catalogue)))].random(rng)
-            R = random_rotation(rng)
+            R = haar_orthogonal_np(rng, 3, det=1)
             t = np.zeros(3) if i == 0 else rng.uniform(-0.5, 0.5, 3)
             parts.append(Placed(shape, R, t))
         return cls(parts)
 
-    def propose(self, rng, m):
+    def propose(self, rng: np.random.Generator, m: int) -> Candidates:
         part = rng.choice(len(self.parts), size=m, p=self._masses / self._masses.sum())
         p = np.empty((m, 3))
         nrm = np.empty((m, 3))
@@ -462,7 +468,7 @@ class Union(Primitive):
             acc[others & pl.inside(p)] = 0.0
         return p, nrm, part, acc
 
-    def inside(self, p):
+    def inside(self, p: np.ndarray) -> np.ndarray:
         mask = np.zeros(len(p), dtype=bool)
         for pl in self.parts:
             mask |= pl.inside(p)

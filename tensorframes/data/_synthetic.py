@@ -9,8 +9,9 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
+from .._math import haar_orthogonal_np
 from ._cache import CachedInMemoryDataset
-from ._shapes import CATALOGUE, random_rotation
+from ._shapes import CATALOGUE
 from ._validate import check_points
 
 #: Names accepted by ``SyntheticShapes(shapes=...)``; ``y`` is the index in this tuple.
@@ -160,7 +161,7 @@ class SyntheticShapes(CachedInMemoryDataset):
             "rotate": self.rotate,
         }
 
-    def _generate(self):
+    def _generate(self) -> tuple[list[Data], dict]:
         split_id = _SPLITS[self.split]
         order_rng = np.random.default_rng(np.random.SeedSequence([self.seed, split_id]))
         kinds = order_rng.permutation(np.arange(self.num_shapes) % len(self.shapes))
@@ -228,21 +229,22 @@ def generate_cloud(
 
     accept = None
     density_rng = np.random.default_rng(ss_density)
-    direction = random_rotation(density_rng)[0]
+    direction = haar_orthogonal_np(density_rng, 3, det=1)[0]  # a uniform unit vector
     if density == "nonuniform":
         # extent of the shape along `direction`, from auxiliary area-uniform samples
         proj = shape.sample(density_rng, 4096)[0] @ direction
         lo, hi = float(proj.min()), float(proj.max())
         floor = NONUNIFORM_MIN_DENSITY
 
-        def accept(p):
+        def accept(p: np.ndarray) -> np.ndarray:
             t = np.clip((p @ direction - lo) / (hi - lo), 0.0, 1.0)
             return floor + (1.0 - floor) * t
 
     p, n, _ = shape.sample(np.random.default_rng(ss_sample), num_points, accept)
 
     pose_rng = np.random.default_rng(ss_pose)
-    R = random_rotation(pose_rng)  # drawn even when unused: the other pose draws stay the same
+    # drawn even when unused: the other pose draws stay the same
+    R = haar_orthogonal_np(pose_rng, 3, det=1)
     if not rotate:
         R = np.eye(3)
     scale = float(math.exp(pose_rng.uniform(math.log(0.5), math.log(2.0))))
@@ -291,13 +293,13 @@ def tangent_basis(n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return t1, np.cross(n, t1)
 
 
-def _positive_int(name, value) -> int:
+def _positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
-def _fraction(name, value, upper: float | None = 1.0) -> float:
+def _fraction(name: str, value: object, upper: float | None = 1.0) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):

@@ -16,7 +16,7 @@ from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import scatter
 
-from ..testing import random_orthogonal
+from .._math import haar_orthogonal
 
 __all__ = ["CenterScale", "Jitter", "RandomO3"]
 
@@ -35,7 +35,7 @@ class _Seeded(BaseTransform):
         self._generator = generator
         self._worker_key: int | None = None
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         if self.seed is not None:  # re-created from the seed (and worker) after unpickling
             state["_generator"], state["_worker_key"] = None, None
@@ -86,9 +86,7 @@ class RandomO3(_Seeded):
         self.store = bool(store)
 
     def forward(self, data: Data) -> Data:
-        Q = random_orthogonal(
-            1, 3, det=None if self.reflections else 1, generator=self._gen(), dtype=torch.float64
-        )[0]
+        Q = haar_orthogonal(1, 3, det=None if self.reflections else 1, generator=self._gen())[0]
         for name in self.attrs:
             x = getattr(data, name, None)
             if x is None:

@@ -1,25 +1,13 @@
-"""Representations of O(d): Cartesian tensors (:class:`TensorReps`) and irreps (:class:`Irreps`)."""
+"""Representations of O(d): Cartesian tensors (:class:`TensorReps`) and irreps (:class:`Irreps`).
 
+Also the functional Wigner-D matrix of an irrep (:func:`wigner_D_from_matrix`) and
+:func:`as_reps`, which reads a Reps from a string such as ``"8x0n + 4x1n"`` or ``"8x0e + 4x1o"``.
+"""
+
+from ._parse import as_reps
+from ._wigner import wigner_D_from_matrix
 from .base import Reps
 from .irreps import Irrep, Irreps
 from .tensorreps import TensorReps
 
-__all__ = ["Irrep", "Irreps", "Reps", "TensorReps", "as_reps"]
-
-
-def as_reps(spec, spatial_dim: int = 3) -> Reps:
-    """A :class:`Reps` from a Reps or a string: ``"...n"``/``"...p"`` tokens parse as
-    :class:`TensorReps` (in ``spatial_dim``), ``"...e"``/``"...o"`` as :class:`Irreps`."""
-    if isinstance(spec, Reps):
-        return spec
-    if not isinstance(spec, str):
-        raise TypeError(f"expected a Reps or a reps string, got {type(spec).__name__}")
-    try:
-        return TensorReps(spec, spatial_dim=spatial_dim)
-    except ValueError:
-        try:
-            return Irreps(spec)
-        except ValueError:
-            raise ValueError(
-                f"cannot parse {spec!r} as TensorReps ('16x0n + 8x1p') or Irreps ('16x0e + 8x1o')"
-            ) from None
+__all__ = ["Irrep", "Irreps", "Reps", "TensorReps", "as_reps", "wigner_D_from_matrix"]

@@ -18,42 +18,21 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
+from collections.abc import Iterable
 
-import numpy as np
 import torch
+
+from .._math import det_sign, solid_harmonics, sphere_quadrature
+from .base import check_matrices
+
+__all__ = ["wigner_D_from_matrix"]
 
 #: Matrices per batch chunk of the l >= 3 recursion.
 RECURSION_CHUNK = 8192
 
 # Per (l, dtype, device) casts of the float64 coupling tensors. Entries are only ever added.
 _COUPLING_CACHE: dict[tuple[int, torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
-
-
-def det3(R: torch.Tensor) -> torch.Tensor:
-    """Determinant of ``(..., 3, 3)`` matrices by the triple product (differentiable, batched)."""
-    r0, r1, r2 = R[..., 0, :], R[..., 1, :], R[..., 2, :]
-    return (r0 * torch.linalg.cross(r1, r2, dim=-1)).sum(-1)
-
-
-def det_sign(R: torch.Tensor) -> torch.Tensor:
-    """``+1`` / ``-1`` per matrix (``-1`` where ``det(R) < 0``), in ``R``'s dtype."""
-    d = det3(R).detach()
-    return torch.where(d < 0, -torch.ones_like(d), torch.ones_like(d))
-
-
-def _sphere_quadrature(degree: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Points ``(K, 3)`` and weights ``(K,)`` (summing to 1), exact up to ``degree``, float64."""
-    n = degree // 2 + 1  # Gauss-Legendre: exact to 2n - 1 >= degree
-    nodes, weights = np.polynomial.legendre.leggauss(n)
-    m = degree + 1  # trapezoid in phi: exact for trigonometric degree < m
-    phi = 2 * np.pi * np.arange(m) / m
-    ct = nodes[:, None]
-    st = np.sqrt(1 - ct**2)
-    pts = np.stack(
-        np.broadcast_arrays(st * np.cos(phi), st * np.sin(phi), ct + 0 * phi), axis=-1
-    ).reshape(-1, 3)
-    w = np.broadcast_to(weights[:, None] / (2 * m), (n, m)).reshape(-1)
-    return torch.from_numpy(pts.copy()), torch.from_numpy(w.copy())
 
 
 @functools.cache
@@ -65,11 +44,12 @@ def coupling(l: int) -> torch.Tensor:
     ``C^T`` is then the (unique up to sign) equivariant isometry ``V_1 (x) V_{l-1} -> V_l``.
     Do not modify the returned tensor (it is cached).
     """
-    from ..o3._spherical_harmonics import solid_harmonics
-
     if l < 2:
         raise ValueError(f"coupling is defined for l >= 2, got {l}")
-    pts, w = _sphere_quadrature(2 * l)
+    # the integrand has degree 2l: l + 1 Gauss-Legendre nodes and 2l + 1 phi nodes are exact
+    vec, w, _ = sphere_quadrature(l + 1, 2 * l + 1)
+    pts = torch.from_numpy(vec)
+    w = torch.from_numpy(w / (4 * math.pi))  # the mean over the sphere
     Y = solid_harmonics(l, pts)
     y_prev = Y[:, (l - 1) ** 2 : l * l]
     y_l = Y[:, l * l : (l + 1) ** 2]
@@ -79,7 +59,8 @@ def coupling(l: int) -> torch.Tensor:
     return C.contiguous()
 
 
-def _coupling_cast(l: int, dtype: torch.dtype, device: torch.device):
+def _coupling_cast(l: int, dtype: torch.dtype, device: torch.device
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """``C[j, n, b]`` as ``(3, p*q)`` and ``C[i, m, a]`` as ``(q, (m, i))`` for the recursion,
     cast and cached."""
     key = (l, dtype, device)
@@ -158,7 +139,7 @@ def _wigner_D2(R: torch.Tensor) -> torch.Tensor:
     )
 
 
-def wigner_D_polynomials(ls, R: torch.Tensor) -> dict[int, torch.Tensor]:
+def wigner_D_polynomials(ls: Iterable[int], R: torch.Tensor) -> dict[int, torch.Tensor]:
     """``{l: wigner_D_polynomial(l, R)}`` for every ``l`` in ``ls``, sharing the recursion.
 
     ``R``: ``(..., 3, 3)`` (not validated here). ``D^1`` is ``R`` itself (not a copy).
@@ -210,12 +191,28 @@ def wigner_D_recursive(l: int, R: torch.Tensor) -> torch.Tensor:
 
 
 def wigner_D_from_matrix(l: int, R: torch.Tensor, p: int | None = None) -> torch.Tensor:
-    """Functional form of ``Irrep(l, p).D_from_matrix(R)``: ``(..., 2l+1, 2l+1)``.
+    """The matrix of the irrep ``(l, p)`` of O(3) at ``R``: ``(..., 2l+1, 2l+1)``.
 
-    ``p`` defaults to ``(-1)^l`` (the parity of the spherical harmonics, for which
-    ``Y^l(R x) = D(R) Y^l(x)`` on all of O(3)). On SO(3) the parity does not matter and this is
-    e3nn's ``wigner_D`` of the same rotation, computed without Euler angles.
+    ``p^k D^l(det(R) R)`` with ``k = (1 - det R)/2``, identical to e3nn's
+    ``Irrep(l, p).D_from_matrix(R)`` for orthogonal ``R`` (any det) and exact everywhere (no
+    Euler angles). ``p`` defaults to ``(-1)^l`` (the parity of the spherical harmonics, for which
+    ``Y^l(R x) = D(R) Y^l(x)`` on all of O(3)); on SO(3) the parity does not matter and this is
+    e3nn's ``wigner_D`` of the same rotation. :meth:`tensorframes.Irrep.D_from_matrix` calls it.
+
+    Args:
+        l: the degree, an int ``>= 0``.
+        R: ``(..., 3, 3)`` orthogonal matrices (floating point).
+        p: the parity, ``1`` or ``-1`` (default ``(-1)^l``).
     """
-    from .irreps import Irrep
-
-    return Irrep(l, (-1) ** l if p is None else p).D_from_matrix(R)
+    if isinstance(l, bool) or not hasattr(l, "__index__") or operator.index(l) < 0:
+        raise ValueError(f"the degree l must be an int >= 0, got {l!r}")
+    l = operator.index(l)
+    if p is None:
+        p = (-1) ** l
+    if isinstance(p, bool) or p not in (-1, 1):
+        raise ValueError(f"the parity p must be 1 or -1, got {p!r}")
+    check_matrices(R, 3, name="R")
+    D = wigner_D_polynomials([l], R)[l]
+    if p != (-1) ** l:
+        return D * det_sign(R)[..., None, None]
+    return D.clone() if D is R else D

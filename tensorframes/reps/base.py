@@ -13,7 +13,7 @@ class Reps(abc.ABC):
     Subclasses (:class:`~tensorframes.TensorReps`, :class:`~tensorframes.Irreps`) are immutable,
     hashable and parse from strings; ``repr`` parses back to an equal object.
 
-    Conventions (``shared/DESIGN.md``): ``transform(x, R)`` returns ``rho(R) x`` for ``x`` of shape
+    Conventions (``docs/design.md``): ``transform(x, R)`` returns ``rho(R) x`` for ``x`` of shape
     ``(..., dim)`` and ``R`` of shape ``(..., d, d)``; the leading shapes broadcast against each
     other. ``matrix(R)`` returns the dense block-diagonal ``(..., dim, dim)`` matrix ``rho(R)``;
     it is meant for tests and small sizes, the hot path never builds it.

@@ -16,10 +16,15 @@ scaling by ``sqrt(2l+1)`` makes every row block orthonormal.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 
 import torch
 
-from .tensorreps import TensorReps, tensor_power_matrix
+from .._math import haar_orthogonal
+from ._tensor_power import tensor_power_matrix
+from .irreps import Irrep, Irreps
+
+__all__ = ["cartesian_to_irreps", "order_decomposition"]
 
 #: eigenvalues of A^T A below this (relative) are null: squared singular values, so 1e-8
 #: separates round-off (1e-30) from the smallest genuine ones (O(0.1) for generic rotations)
@@ -28,9 +33,7 @@ _NULL_TOL = 1e-8
 
 def _generic_rotations() -> torch.Tensor:
     """Three fixed generic rotations (float64), the same on every machine."""
-    from ..testing import random_orthogonal
-
-    return random_orthogonal(3, 3, det=1, generator=torch.Generator().manual_seed(1234))
+    return haar_orthogonal(3, 3, det=1, generator=torch.Generator().manual_seed(1234))
 
 
 def _canonical_basis(null: torch.Tensor) -> torch.Tensor:
@@ -57,8 +60,6 @@ def order_decomposition(k: int) -> tuple[tuple[int, ...], torch.Tensor]:
     order 2 gives ``(0, 1, 2)``), and ``Q`` (float64, ``(3^k, 3^k)``) stacks their intertwiners
     as row blocks in that order. Computed once per order and cached (do not modify ``Q``).
     """
-    from .irreps import Irrep
-
     if not isinstance(k, int) or k < 0:
         raise ValueError(f"tensor order must be an int >= 0, got {k!r}")
     n = 3**k
@@ -92,15 +93,16 @@ def order_decomposition(k: int) -> tuple[tuple[int, ...], torch.Tensor]:
     return tuple(ls), Q
 
 
-def cartesian_to_irreps(reps: TensorReps):
-    """``(irreps, Q)`` for :meth:`TensorReps.to_irreps` (see there for the layout)."""
-    from .irreps import Irreps
+def cartesian_to_irreps(blocks: Iterable[tuple[int, int, str]]) -> tuple[Irreps, torch.Tensor]:
+    """``(irreps, Q)`` for :meth:`TensorReps.to_irreps` (see there for the layout).
 
-    blocks = []  # (mul, (l, parity)) of the output irreps
+    ``blocks``: the ``(mul, order, parity)`` of each Cartesian block in order, parity ``"n"`` or
+    ``"p"`` (the blocks of a :class:`~tensorframes.TensorReps` in ``d = 3``).
+    """
+    out = []  # (mul, (l, parity)) of the output irreps
     q_blocks = []  # one square change of basis per Cartesian block
-    for block in reps:
-        mul, k = block.mul, block.rep.order
-        parity = (-1) ** k * (1 if block.rep.parity == "n" else -1)
+    for mul, k, letter in blocks:
+        parity = (-1) ** k * (1 if letter == "n" else -1)
         ls, Qk = order_decomposition(k)
         n = 3**k
         eye = torch.eye(mul, dtype=torch.float64)
@@ -111,7 +113,7 @@ def cartesian_to_irreps(reps: TensorReps):
             start += copies * m
             # rows (u, c, m) -- each tensor's copies adjacent -- against columns (u, j)
             rows.append(torch.einsum("uv,cmj->ucmvj", eye, Ql).reshape(mul * copies * m, mul * n))
-            blocks.append((mul * copies, (l, parity)))
+            out.append((mul * copies, (l, parity)))
         q_blocks.append(torch.cat(rows) if rows else torch.zeros(0, 0, dtype=torch.float64))
     Q = torch.block_diag(*q_blocks) if q_blocks else torch.zeros(0, 0, dtype=torch.float64)
-    return Irreps(blocks), Q
+    return Irreps(out), Q

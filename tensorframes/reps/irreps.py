@@ -1,4 +1,9 @@
-"""e3nn-compatible irreducible representations of O(3): :class:`Irrep` and :class:`Irreps`."""
+"""e3nn-compatible irreducible representations of O(3): :class:`Irrep` and :class:`Irreps`.
+
+Long module: :class:`Irrep` and :class:`Irreps` build each other (``3 * Irrep("1e")`` and
+``Irrep + Irrep`` are Irreps, an Irreps parses into Irrep blocks), so they share one module,
+as in e3nn's ``o3/_irreps.py``; the Wigner-D matrices live in :mod:`._wigner`.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,13 @@ import itertools
 import operator
 import re
 import sys
-from typing import NamedTuple
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple, NoReturn
 
 import torch
 
-from ._wigner import det_sign, wigner_D_polynomials
+from .._math import det_sign
+from ._wigner import wigner_D_from_matrix, wigner_D_polynomials
 from .base import Reps, check_matrices
 
 __all__ = ["Irrep", "Irreps", "MulIr"]
@@ -56,7 +63,7 @@ class Irrep(tuple):
 
     __slots__ = ()
 
-    def __new__(cls, l, p=None):
+    def __new__(cls, l: int | str | tuple[int, int], p: int | None = None) -> Irrep:
         if p is None:
             if isinstance(l, Irrep):
                 return l
@@ -114,7 +121,7 @@ class Irrep(tuple):
         return (tuple(self),)
 
     @classmethod
-    def iterator(cls, lmax: int | None = None):
+    def iterator(cls, lmax: int | None = None) -> Iterator[Irrep]:
         """All irreps ``0e, 0o, 1o, 1e, 2e, 2o, ...`` (up to ``lmax`` if given), as e3nn."""
         for l in itertools.count():
             yield Irrep(l, (-1) ** l)
@@ -140,10 +147,10 @@ class Irrep(tuple):
     def __radd__(self, other) -> Irreps:
         return Irreps(other) + Irreps(self)
 
-    def count(self, _value):  # tuple methods make no sense here (as e3nn)
+    def count(self, _value: object) -> NoReturn:  # tuple methods make no sense (as e3nn)
         raise NotImplementedError
 
-    def index(self, _value):
+    def index(self, _value: object) -> NoReturn:
         raise NotImplementedError
 
     def _sign_is_det(self) -> bool:
@@ -156,11 +163,7 @@ class Irrep(tuple):
         Identical to e3nn's ``Irrep.D_from_matrix`` for orthogonal ``R`` (any det), without
         Euler angles (see :mod:`tensorframes.reps._wigner`).
         """
-        check_matrices(R, 3, name="R")
-        D = wigner_D_polynomials([self.l], R)[self.l]
-        if self._sign_is_det():
-            return D * det_sign(R)[..., None, None]
-        return D.clone() if D is R else D
+        return wigner_D_from_matrix(self.l, R, self.p)
 
 
 class MulIr(NamedTuple):
@@ -254,7 +257,7 @@ class Irreps(tuple, Reps):
         60
     """
 
-    def __new__(cls, irreps=None):
+    def __new__(cls, irreps: str | Irrep | Iterable[Any] | None = None) -> Irreps:
         if isinstance(irreps, Irreps):
             return super().__new__(cls, tuple(irreps))
         if irreps is None:
@@ -282,12 +285,12 @@ class Irreps(tuple, Reps):
 
     # -- conversion -----------------------------------------------------------------------------
     @classmethod
-    def from_e3nn(cls, irreps) -> Irreps:
+    def from_e3nn(cls, irreps: Any) -> Irreps:
         """Convert an e3nn ``o3.Irreps`` (or anything e3nn's ``Irreps`` accepts) to ours."""
         e3nn_o3 = _import_e3nn_o3()
         return cls(tuple(e3nn_o3.Irreps(irreps)))
 
-    def to_e3nn(self):
+    def to_e3nn(self) -> Any:
         """The equal e3nn ``o3.Irreps`` (needs e3nn installed)."""
         return _import_e3nn_o3().Irreps(str(self))
 
@@ -322,12 +325,12 @@ class Irreps(tuple, Reps):
         ir = Irrep(ir)
         return any(b.ir == ir for b in self)
 
-    def count(self, ir) -> int:
+    def count(self, ir: Irrep | str | tuple[int, int]) -> int:
         """Total multiplicity of the irrep ``ir``."""
         ir = Irrep(ir)
         return sum(b.mul for b in self if b.ir == ir)
 
-    def index(self, _value):
+    def index(self, _value: object) -> NoReturn:
         raise NotImplementedError
 
     def __add__(self, other) -> Irreps:
@@ -412,7 +415,8 @@ class Irreps(tuple, Reps):
         return Irreps([(1, (l, p**l)) for l in range(lmax + 1)])
 
     def randn(self, *size: int, normalization: str = "component", requires_grad: bool = False,
-              dtype=None, device=None, generator=None) -> torch.Tensor:
+              dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+              generator: torch.Generator | None = None) -> torch.Tensor:
         """Random features; ``size`` contains one ``-1`` replaced by ``dim`` (as e3nn).
 
         ``normalization="component"``: standard normal components; ``"norm"``: every irrep

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 import torch
 
+from ._tensor_power import apply_tensor_power, tensor_power_matrix
 from .base import Reps, check_matrices
+from .change_of_basis import cartesian_to_irreps
+from .irreps import Irreps
 
 _TOKEN = re.compile(r"^(?:(\d+)x)?(\d+)([np])$")
 
@@ -110,7 +114,7 @@ class TensorReps(Reps):
 
     __slots__ = ("_blocks", "_d", "_dim", "_hash")
 
-    def __init__(self, reps=(), spatial_dim: int = 3):
+    def __init__(self, reps: str | TensorReps | Iterable[Any] = (), spatial_dim: int = 3):
         if isinstance(spatial_dim, bool) or not isinstance(spatial_dim, int) or spatial_dim < 2:
             raise ValueError(f"spatial_dim must be an int >= 2, got {spatial_dim!r}")
         if isinstance(reps, TensorReps):
@@ -224,7 +228,7 @@ class TensorReps(Reps):
             start = stop
         return out
 
-    def count(self, rep) -> int:
+    def count(self, rep: TensorRep | str | tuple[int, str]) -> int:
         """Total multiplicity of tensor type ``rep`` (``"1n"`` or ``(1, "n")``)."""
         rep = _coerce_block((1, rep)).rep
         return sum(b.mul for b in self._blocks if b.rep == rep)
@@ -285,7 +289,7 @@ class TensorReps(Reps):
             if k == 0:
                 yb = xb.expand(*lead, xb.shape[-1])
             else:
-                yb = _apply_tensor_power(xb.unflatten(-1, (block.mul, d**k)), R, k, d)
+                yb = apply_tensor_power(xb.unflatten(-1, (block.mul, d**k)), R, k, d)
                 yb = yb.flatten(-2)
             if block.rep.parity == "p":
                 yb = yb * det[..., None]
@@ -314,7 +318,7 @@ class TensorReps(Reps):
         return out
 
     # -- change of basis ------------------------------------------------------------------------
-    def to_irreps(self):
+    def to_irreps(self) -> tuple[Irreps, torch.Tensor]:
         """Decompose into e3nn irreps: returns ``(irreps, Q)`` with ``Q`` orthogonal.
 
         ``Q`` has shape ``(dim, dim)`` (float64) and satisfies
@@ -324,49 +328,8 @@ class TensorReps(Reps):
         decomposition, ascending in ``l`` (e.g. ``"4x2n"`` -> ``"4x0e+4x1e+4x2e"``). Parity of
         ``n`` tensors is ``(-1)^k``, of ``p`` tensors ``(-1)^(k+1)``. Only for ``spatial_dim=3``.
         """
-        from .change_of_basis import cartesian_to_irreps
-
         if self._d != 3:
             raise ValueError(
                 f"to_irreps needs spatial_dim=3 (irreps of O(3)), got spatial_dim={self._d}"
             )
-        return cartesian_to_irreps(self)
-
-
-def _apply_tensor_power(x: torch.Tensor, R: torch.Tensor, k: int, d: int) -> torch.Tensor:
-    """Apply ``R`` to every one of the ``k`` tensor indices of ``x``: ``(..., mul, d**k)``."""
-    if k == 1:
-        return torch.einsum("...ij,...mj->...mi", R, x)
-    if k == 2:
-        if R.requires_grad and torch.is_grad_enabled():
-            # gradients to R (learned frames): two contractions with R. Through R (x) R the
-            # backward also builds the d^2 x d^2 gradient and reduces it, 1.1-1.2x slower.
-            x = x.unflatten(-1, (d, d))
-            y = torch.einsum("...ia,...mab->...mib", R, x)
-            return torch.einsum("...jb,...mib->...mij", R, y).flatten(-2)
-        # (R X R^T)_{ij} = (R (x) R)_{ij,ab} X_ab: one batched matmul with the d^2 x d^2 Kronecker
-        # square. Two contractions of d multiply-adds each need fewer flops, but each needs a
-        # permuted copy of the block; on CPU the single matmul is 2.2x faster in forward +
-        # backward (gradient to x only) at 1e5-5e5 edges.
-        K = (R[..., :, None, :, None] * R[..., None, :, None, :]).flatten(-4, -3).flatten(-2)
-        return torch.matmul(x, K.transpose(-1, -2))
-    # general order: contract one index at a time; the viewed shape is (..., mul, a, d, b)
-    y = x
-    for axis in range(k):
-        y = y.unflatten(-1, (d**axis, d, d ** (k - axis - 1)))
-        y = torch.einsum("...ij,...majb->...maib", R, y).flatten(-3)
-    return y
-
-
-def tensor_power_matrix(R: torch.Tensor, k: int) -> torch.Tensor:
-    """``R^{(x)k}`` as a dense ``(..., d**k, d**k)`` matrix (row-major index flattening)."""
-    d = R.shape[-1]
-    if k == 0:
-        return torch.ones(*R.shape[:-2], 1, 1, dtype=R.dtype, device=R.device)
-    M = R
-    for _ in range(k - 1):
-        n = M.shape[-1]
-        M = (M[..., :, None, :, None] * R[..., None, :, None, :]).reshape(
-            *R.shape[:-2], n * d, n * d
-        )
-    return M
+        return cartesian_to_irreps((b.mul, b.rep.order, b.rep.parity) for b in self._blocks)

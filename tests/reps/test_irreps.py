@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from tensorframes import Irrep, Irreps
-from tensorframes.o3 import spherical_harmonics, wigner_D_from_matrix
+from tensorframes.o3 import spherical_harmonics
+from tensorframes.reps import wigner_D_from_matrix
 from tensorframes.reps._wigner import coupling, wigner_D_polynomial, wigner_D_recursive
 from tensorframes.testing import tolerance
 
@@ -204,6 +205,27 @@ def test_wigner_D_from_matrix_functional(mats64):
     R = mats64[:10]
     torch.testing.assert_close(wigner_D_from_matrix(3, R), Irrep(3, -1).D_from_matrix(R))
     torch.testing.assert_close(wigner_D_from_matrix(3, R, 1), Irrep(3, 1).D_from_matrix(R))
+    # the parity is a sign det(R) where it differs from (-1)^l; l = 1 is R itself (a copy)
+    det = torch.linalg.det(R)
+    torch.testing.assert_close(wigner_D_from_matrix(2, R, -1), wigner_D_from_matrix(2, R)
+                               * det[:, None, None], atol=1e-12, rtol=0)
+    D1 = wigner_D_from_matrix(1, R)
+    assert torch.equal(D1, R) and D1.data_ptr() != R.data_ptr()
+    torch.testing.assert_close(wigner_D_from_matrix(0, R), torch.ones(10, 1, 1,
+                                                                      dtype=torch.float64))
+
+
+@pytest.mark.parametrize("l, p, R, err", [
+    (-1, None, torch.eye(3), "degree l"),
+    (1.0, None, torch.eye(3), "degree l"),
+    (True, None, torch.eye(3), "degree l"),
+    (1, 0, torch.eye(3), "parity p"),
+    (1, True, torch.eye(3), "parity p"),
+    (1, None, torch.eye(2), r"\(\.\.\., 3, 3\)"),
+])
+def test_wigner_D_from_matrix_rejects_bad_input(l, p, R, err):
+    with pytest.raises(ValueError, match=err):
+        wigner_D_from_matrix(l, R, p)
 
 
 def test_D_from_matrix_does_not_alias_input():

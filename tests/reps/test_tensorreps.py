@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tensorframes import TensorReps
-from tensorframes.reps.tensorreps import tensor_power_matrix
+from tensorframes.reps._tensor_power import tensor_power_matrix
 from tensorframes.testing import random_orthogonal, tolerance
 
 DIMS = (2, 3, 4)

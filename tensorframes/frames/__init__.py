@@ -7,20 +7,16 @@
 """
 
 from ._baselines import identity, random, random_global
-from ._eigh3 import eigh3
 from ._frames import Frames
 from ._gram_schmidt import gram_schmidt
 from ._learned import LearnedFrames
-from ._pca import AMBIGUITY_THRESHOLD, GAP_TOL, SKEW_TOL, PCAInfo, pca
+from ._pca import AMBIGUITY_THRESHOLD, PCAInfo, pca
 
 __all__ = [
     "AMBIGUITY_THRESHOLD",
-    "GAP_TOL",
-    "SKEW_TOL",
     "Frames",
     "LearnedFrames",
     "PCAInfo",
-    "eigh3",
     "gram_schmidt",
     "identity",
     "pca",

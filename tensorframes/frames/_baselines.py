@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .._math import haar_orthogonal
 from ._frames import Frames
 
 __all__ = ["identity", "random", "random_global"]
@@ -18,17 +19,6 @@ def identity(n: int, d: int = 3, *, dtype: torch.dtype | None = None,
     return Frames(eye.expand(n, d, d).clone())
 
 
-def _haar(n: int, d: int, generator: torch.Generator | None) -> torch.Tensor:
-    """Haar-random O(d) (reflections included, det -1 half the time), float64 on the
-    generator's device: QR of a Gaussian matrix with the signs of diag(R) moved into Q."""
-    dev = generator.device if generator is not None else "cpu"
-    a = torch.randn(n, d, d, generator=generator, dtype=torch.float64, device=dev)
-    q, r = torch.linalg.qr(a)
-    sgn = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
-    sgn = torch.where(sgn == 0, torch.ones_like(sgn), sgn)
-    return q * sgn.unsqueeze(-2)
-
-
 def random(n: int, d: int = 3, *, generator: torch.Generator | None = None,
            dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> Frames:
     """``n`` independent Haar-random frames in O(d) (reflections included).
@@ -37,7 +27,7 @@ def random(n: int, d: int = 3, *, generator: torch.Generator | None = None,
     """
     if n < 0 or d < 1:
         raise ValueError(f"need n >= 0 and d >= 1, got n={n}, d={d}")
-    m = _haar(n, d, generator)
+    m = haar_orthogonal(n, d, generator=generator)
     return Frames(m.to(dtype=dtype or torch.get_default_dtype(), device=device))
 
 
@@ -53,6 +43,6 @@ def random_global(batch: torch.Tensor, d: int = 3, *, generator: torch.Generator
         raise ValueError("batch must be a 1-d LongTensor")
     if num_graphs is None:
         num_graphs = int(batch.max()) + 1 if batch.numel() else 0
-    m = _haar(num_graphs, d, generator).to(dtype=dtype or torch.get_default_dtype(),
-                                           device=batch.device)
+    m = haar_orthogonal(num_graphs, d, generator=generator)
+    m = m.to(dtype=dtype or torch.get_default_dtype(), device=batch.device)
     return Frames(m.index_select(0, batch.long()))

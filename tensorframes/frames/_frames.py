@@ -31,7 +31,7 @@ def _det(m: torch.Tensor) -> torch.Tensor:
 class Frames:
     r"""A batch of local frames: ``N`` orthogonal ``(d, d)`` matrices, one per node.
 
-    Convention (``shared/DESIGN.md``): row ``a`` of ``R_i`` is the ``a``-th local axis of node
+    Convention (``docs/design.md``): row ``a`` of ``R_i`` is the ``a``-th local axis of node
     ``i`` written in world coordinates, so a world vector ``v`` has local coordinates
     ``R_i @ v``; under a global ``x -> g x`` (``g`` in O(d)) frames transform as
     ``R_i -> R_i g^T``. Determinants may be ``-1`` (reflections are allowed).

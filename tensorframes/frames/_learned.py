@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from .. import graph as _graph
+from ..graph import knn_graph, radius_graph
 from ._frames import Frames
 from ._gram_schmidt import gram_schmidt
 
@@ -90,9 +90,9 @@ class LearnedFrames(nn.Module):
         if edge_index is None:
             with torch.no_grad():
                 if self.r is not None:
-                    edge_index = _graph.radius_graph(pos.detach(), self.r, batch, loop=False)
+                    edge_index = radius_graph(pos.detach(), self.r, batch, loop=False)
                 else:
-                    edge_index = _graph.knn_graph(pos.detach(), self.k, batch, loop=False)
+                    edge_index = knn_graph(pos.detach(), self.k, batch, loop=False)
         j, i = edge_index[0], edge_index[1]
         n = pos.shape[0]
         d = pos.index_select(0, j) - pos.index_select(0, i)

@@ -7,15 +7,15 @@ from typing import NamedTuple
 
 import torch
 
-from .. import graph as _graph
+from ..graph import check_finite, knn_graph, radius_graph
 from ._eigh3 import eigh3_packed
 from ._frames import Frames
 
-__all__ = ["AMBIGUITY_THRESHOLD", "GAP_TOL", "SKEW_TOL", "PCAInfo", "pca"]
+__all__ = ["AMBIGUITY_THRESHOLD", "PCAInfo", "pca"]
 
-#: Relative eigen-gap scale of the ambiguity score (see :func:`pca`).
+#: Relative eigen-gap scale of the ambiguity score (see :func:`pca`; internal).
 GAP_TOL = 1e-2
-#: Relative third-moment scale of the ambiguity score (see :func:`pca`).
+#: Relative third-moment scale of the ambiguity score (see :func:`pca`; internal).
 SKEW_TOL = 1e-3
 #: Frames with ``ambiguity < AMBIGUITY_THRESHOLD`` have ``rel_gap > GAP_TOL`` and
 #: ``rel_skew > SKEW_TOL`` for every axis: they are stable (see :func:`pca`).
@@ -85,9 +85,9 @@ def _neighbourhood(pos, k, r, edge_index, batch, max_num_neighbors, backend):
             raise TypeError(f"edge_index must be torch.long, got {edge_index.dtype}")
         return edge_index
     if r is not None:
-        return _graph.radius_graph(pos, r, batch, loop=False,
-                                   max_num_neighbors=max_num_neighbors, backend=backend)
-    return _graph.knn_graph(pos, 16 if k is None else k, batch, loop=False, backend=backend)
+        return radius_graph(pos, r, batch, loop=False,
+                            max_num_neighbors=max_num_neighbors, backend=backend)
+    return knn_graph(pos, 16 if k is None else k, batch, loop=False, backend=backend)
 
 
 def pca(
@@ -136,7 +136,7 @@ def pca(
               {\sum_j w (e_a\cdot d)^2 \; \rho_i}\Big),\quad
         \rho_i^2 = \frac{\sum_j w |d|^2}{\sum_j w}
 
-    with :data:`GAP_TOL` :math:`=\tau_g = 10^{-2}` and :data:`SKEW_TOL`
+    with ``GAP_TOL`` :math:`=\tau_g = 10^{-2}` and ``SKEW_TOL``
     :math:`=\tau_s = 10^{-3}`. ``a < AMBIGUITY_THRESHOLD = 0.5`` iff every relative gap exceeds
     ``GAP_TOL`` and every relative skew exceeds ``SKEW_TOL``: then a relative perturbation
     ``delta`` of the neighbourhood moves the axes by ``O(delta / GAP_TOL)`` and cannot flip a
@@ -174,7 +174,7 @@ def pca(
                          f"{getattr(pos, 'shape', type(pos).__name__)}")
     if center not in ("self", "mean"):
         raise ValueError(f"center must be 'self' or 'mean', got {center!r}")
-    _graph.check_finite(pos, "pos")
+    check_finite(pos, "pos")
     ei = _neighbourhood(pos, k, r, edge_index, batch, max_num_neighbors, backend)
     if pos.shape[1] == 3:
         R, vals, rel_skew = _pca3(pos, ei, weight, center)

@@ -13,6 +13,31 @@ def test_exported():
     assert tf.Frames is Frames
     for name in ("pca", "gram_schmidt", "LearnedFrames", "identity", "random", "random_global"):
         assert hasattr(tf.frames, name)
+        assert name in tf.frames.__all__
+
+
+def test_internals_are_private():
+    for name in ("eigh3", "GAP_TOL", "SKEW_TOL"):
+        assert name not in tf.frames.__all__
+        assert not hasattr(tf.frames, name), name
+
+
+def _qr_haar(n, d, generator):
+    """Reference: QR of a Gaussian matrix with the signs of diag(R) moved into Q (float64)."""
+    a = torch.randn(n, d, d, generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(a)
+    return q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+
+
+def test_random_frames_follow_the_seeded_haar_draw():
+    f = tf.frames.random(7, d=4, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    torch.testing.assert_close(f.matrices, _qr_haar(7, 4, torch.Generator().manual_seed(11)),
+                               rtol=0, atol=1e-14)
+    batch = torch.tensor([0, 0, 2, 1, 2])
+    g = tf.frames.random_global(batch, generator=torch.Generator().manual_seed(4),
+                                dtype=torch.float64)
+    ref = _qr_haar(3, 3, torch.Generator().manual_seed(4))
+    torch.testing.assert_close(g.matrices, ref[batch], rtol=0, atol=1e-14)
 
 
 def test_basic_properties_and_repr():

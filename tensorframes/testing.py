@@ -12,9 +12,12 @@ from typing import Any
 
 import torch
 
-from .reps.base import Reps
+from ._math import haar_orthogonal
+from .reps import Reps, as_reps
 
-#: Absolute tolerances per dtype used throughout the tests (DESIGN.md: 1e-5 / 1e-10).
+__all__ = ["POSITIONS", "TOLERANCES", "assert_equivariant", "random_orthogonal", "tolerance"]
+
+#: Absolute tolerances per dtype used throughout the tests (docs/design.md: 1e-5 / 1e-10).
 TOLERANCES = {torch.float32: 1e-5, torch.float64: 1e-10}
 
 #: Marker for arguments/outputs that are positions: they transform as ``x -> g x + t``.
@@ -45,29 +48,17 @@ def random_orthogonal(
     Args:
         det: ``+1`` for rotations only, ``-1`` for reflections only, ``None`` for both (each
             sign with probability 1/2).
-        generator: a seeded ``torch.Generator`` for reproducible draws.
+        generator: a seeded ``torch.Generator`` for reproducible draws (drawn on its device).
+        dtype, device: of the result (drawn in float64, then cast).
+
+    The algorithm is :func:`tensorframes._math.haar_orthogonal`'s (QR of a Gaussian matrix);
+    the same generator state gives the same matrices.
     """
-    from .frames._baselines import _haar
-
-    if det not in (None, 1, -1):
-        raise ValueError(f"det must be None, 1 or -1, got {det!r}")
-    Q = _haar(n, d, generator)
-    if det is not None:
-        flip = torch.linalg.det(Q).sign() != det
-        Q = torch.where(flip[:, None, None], Q * _first_row_flip(d), Q)
-    return Q.to(dtype=dtype, device=device)
+    return haar_orthogonal(n, d, det=det, generator=generator).to(dtype=dtype, device=device)
 
 
-def _first_row_flip(d: int) -> torch.Tensor:
-    s = torch.ones(d, 1, dtype=torch.float64)
-    s[0] = -1.0
-    return s
-
-
-def _as_reps(spec, d: int):
+def _as_reps(spec: Reps | str | None, d: int) -> Reps | str | None:
     """Interpret an entry of ``reps_in``/``reps_out``: Reps, reps string, POSITIONS or None."""
-    from .reps import as_reps
-
     if spec is None or _is_positions(spec):
         return spec
     if not isinstance(spec, (str, Reps)):
@@ -75,7 +66,7 @@ def _as_reps(spec, d: int):
     return as_reps(spec, d)
 
 
-def _act(value, spec, g: torch.Tensor, t: torch.Tensor):
+def _act(value: Any, spec: Reps | str | None, g: torch.Tensor, t: torch.Tensor) -> Any:
     if spec is None:
         return value
     if _is_positions(spec):
@@ -83,11 +74,11 @@ def _act(value, spec, g: torch.Tensor, t: torch.Tensor):
     return spec.transform(value, g)
 
 
-def _is_positions(spec) -> bool:
+def _is_positions(spec: object) -> bool:
     return isinstance(spec, str) and spec == POSITIONS
 
 
-def _cast(value, dtype):
+def _cast(value: Any, dtype: torch.dtype) -> Any:
     if isinstance(value, torch.Tensor) and value.is_floating_point():
         return value.to(dtype)
     return value
@@ -188,5 +179,5 @@ def assert_equivariant(
     return report
 
 
-def _device(value):
+def _device(value: Any) -> torch.device:
     return value.device if isinstance(value, torch.Tensor) else torch.device("cpu")

@@ -26,6 +26,40 @@ def test_random_orthogonal_is_orthogonal_with_both_dets():
     assert (torch.linalg.det(random_orthogonal(50, 3, det=1, generator=gen)) > 0).all()
 
 
+def test_random_orthogonal_is_the_seeded_qr_draw():
+    """Same numbers for the same generator as the QR algorithm (first row flipped for ``det``)."""
+
+    def reference(n, d, det, seed):
+        a = torch.randn(n, d, d, generator=torch.Generator().manual_seed(seed),
+                        dtype=torch.float64)
+        q, r = torch.linalg.qr(a)
+        q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+        if det is not None:
+            wrong = torch.linalg.det(q).sign() != det
+            q[wrong, 0] = -q[wrong, 0]
+        return q
+
+    for n, d, det, seed in [(9, 3, None, 0), (9, 3, 1, 1), (9, 3, -1, 2), (5, 2, -1, 3),
+                            (6, 5, 1, 4)]:
+        Q = random_orthogonal(n, d, det=det, generator=torch.Generator().manual_seed(seed))
+        assert Q.dtype == torch.float64 and Q.shape == (n, d, d)
+        torch.testing.assert_close(Q, reference(n, d, det, seed), rtol=0, atol=1e-14)
+    Q32 = random_orthogonal(4, det=-1, generator=torch.Generator().manual_seed(2),
+                            dtype=torch.float32, device="cpu")
+    assert Q32.dtype == torch.float32
+    torch.testing.assert_close(Q32, reference(4, 3, -1, 2).float())
+    with pytest.raises(ValueError, match="det must be None, 1 or -1"):
+        random_orthogonal(2, det=0)
+
+
+def test_public_names():
+    import tensorframes.testing as tt
+
+    assert sorted(tt.__all__) == sorted(
+        ["POSITIONS", "TOLERANCES", "assert_equivariant", "random_orthogonal", "tolerance"]
+    )
+
+
 def test_passes_for_equivariant_function():
     pos, x = _cloud()
 

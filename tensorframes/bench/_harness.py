@@ -1,26 +1,35 @@
 """Shared timing harness of the benchmark suites.
 
-Contenders of one comparison run interleaved in one process (round-robin over repeats, after a
-warm-up of each), so that machine noise hits all of them alike; results are medians with min and
-max, and every table names the baseline its ratios refer to.
+Contenders of one comparison run interleaved in one process: a warm-up of each, then rounds in
+which every contender is timed once, in the same order, so that the machine's slow and fast
+phases hit all of them alike. Results are medians with min and max, and ratios are medians of
+per-round ratios (:meth:`Timing.speedup_over`). Every table names the baseline its ratios refer
+to.
+
+The process is timed as a user's plain Python process runs: its default allocator and thread
+settings are never changed here. :data:`TUNED_ALLOCATOR_ENV` describes the one tuned setting the
+command line can show beside the default (``--tuned-allocator``), in a separate process.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import os
 import statistics
-import time
-from collections.abc import Callable, Sequence
+import timeit
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from torch.utils import benchmark
+from tqdm.auto import tqdm
 
 
 @dataclass
 class Timing:
-    """Median, min and max wall time in seconds of one contender, and its samples (one per
-    round of :func:`time_interleaved`, in round order)."""
+    """Median, min and max wall time in seconds of one call of a contender, and its samples
+    (one per round of :func:`time_interleaved`, in round order)."""
 
     name: str
     median: float
@@ -34,57 +43,20 @@ class Timing:
 
         Both must come from one :func:`time_interleaved` call. Each round times every contender
         once, within about a second, so a slow phase of the machine (they last seconds to
-        minutes here) scales both times of a round alike and cancels in its ratio; a ratio of
-        the two medians can instead pair a fast-phase median with a slow-phase one. Without
-        paired samples (none, or unequal counts): the ratio of the medians.
+        minutes on a shared machine) scales both times of a round alike and cancels in its
+        ratio; a ratio of the two medians can instead pair a fast-phase median with a slow-phase
+        one. Without paired samples (none, or unequal counts): the ratio of the medians.
         """
         if len(self.samples) != len(base.samples) or not self.samples:
             return base.median / self.median
         return statistics.median(b / s for b, s in zip(base.samples, self.samples))
 
 
-def keep_freed_memory() -> bool:
-    """Make glibc's ``malloc`` keep freed memory in this process instead of handing it back.
-
-    By default glibc returns the top of its heap to the OS once more than a few MB are free,
-    and serves allocations above a moving threshold by fresh ``mmap``. A contender that frees
-    large tensors then makes the next contender page-fault its buffers in afresh, so a time
-    depends on what ran before it (measured: the grid Gaunt product 12 ms on its own, 24 ms
-    right after the vector Gaunt product). This sets the ``mmap`` threshold to its maximum
-    (32 MiB), the trim threshold to 2 GiB and grows the heap in steps of at least 64 MiB: the
-    CPU counterpart of PyTorch's CUDA caching allocator, under which GPU timings never see the
-    effect. Buffers above 32 MiB still come from ``mmap``. Returns False (and changes nothing)
-    where ``malloc`` is not glibc's.
-    """
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
-    return bool(mallopt(M_MMAP_THRESHOLD, 32 << 20) and mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1)
-                and mallopt(M_TOP_PAD, 64 << 20))
-
-
-def _sync(device: torch.device | str) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _timed(fn: Callable[[], object], device: torch.device | str) -> float:
-    """Seconds one call takes: CUDA events around it on a GPU, ``perf_counter`` on CPU."""
-    if torch.device(device).type == "cuda":
-        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        begin.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        return begin.elapsed_time(end) / 1e3
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def _stopwatch(fn: Callable[[], object]) -> timeit.Timer:
+    """A :class:`timeit.Timer` calling ``fn`` whose clock is :func:`torch.utils.benchmark.timer`
+    (``perf_counter`` after synchronising the accelerator, if any, so that a time includes its
+    kernels); like every ``timeit`` timer it pauses Python's garbage collector while timing."""
+    return timeit.Timer(fn, timer=benchmark.timer)
 
 
 def time_interleaved(
@@ -95,28 +67,41 @@ def time_interleaved(
     device: torch.device | str = "cpu",
     budget_s: float = 2.0,
     max_repeats: int = 25,
+    min_sample_s: float = 1e-3,
     desc: str | None = None,
 ) -> dict[str, Timing]:
     """Time every contender at least ``repeats`` times, interleaved, after ``warmup`` untimed
     calls each.
 
-    Rounds are added while a round is cheap: as many as fit in ``budget_s`` (judged by the
-    warm-up round), at most ``max_repeats``, so millisecond-scale medians rest on more samples.
-    On CUDA every call is timed with CUDA events after a device synchronisation, so times
-    include the kernels. A progress bar (tqdm, on stderr, only on a terminal) counts the calls.
-    """
-    from tqdm.auto import tqdm
+    Each round times every contender once, in the order given. Rounds are added while a round
+    is cheap: as many as fit in ``budget_s`` (judged by the warm-up round), at most
+    ``max_repeats``. A contender faster than ``min_sample_s`` is called ``number`` times in a row
+    per sample (enough to fill ``min_sample_s``, judged by its warm-up), and its sample is the
+    time per call; slower contenders are called once per sample. ``Timing.extra`` records
+    ``rounds`` and ``number``.
 
+    Built on :mod:`torch.utils.benchmark` where it fits: its clock synchronises the accelerator
+    (``device`` only labels the progress bar). Its ``Timer.timeit`` and ``blocked_autorange``
+    do not fit the interleaved rounds: each call of them adds warm-up calls of its own (tripling
+    the cost of a contender timed once per round), and ``Timer`` runs on one thread unless told
+    otherwise, where a user's process runs on all of PyTorch's threads; here the process's own
+    thread setting is left as it is. A progress bar (tqdm, on stderr, only on a terminal) counts
+    the calls.
+    """
     names = list(contenders)
-    bar = tqdm(total=len(names) * (warmup + repeats), desc=desc or "timing", leave=False,
-               disable=None)
+    clocks = {name: _stopwatch(contenders[name]) for name in names}
+    bar = tqdm(total=len(names) * (warmup + repeats), desc=desc or f"timing ({device})",
+               leave=False, disable=None)
     round_s = 0.0
+    number: dict[str, int] = {}
     for name in names:
         bar.set_postfix_str(f"warm-up {name}"[:40])
+        t = 0.0
         for _ in range(warmup):
-            t = _timed(contenders[name], device)
+            t = clocks[name].timeit(1)
             bar.update()
-        round_s += t if warmup else 0.0
+        number[name] = max(1, math.ceil(min_sample_s / t)) if t > 0 else 1
+        round_s += t * number[name]
     rounds = repeats
     if round_s > 0:
         rounds = max(repeats, min(max_repeats, int(budget_s / round_s)))
@@ -125,64 +110,66 @@ def time_interleaved(
     for _ in range(rounds):
         for name in names:
             bar.set_postfix_str(name[:40])
-            samples[name].append(_timed(contenders[name], device))
+            samples[name].append(clocks[name].timeit(number[name]) / number[name])
             bar.update()
     bar.close()
     return {
-        name: Timing(name, statistics.median(s), min(s), max(s), {"rounds": len(s)}, list(s))
+        name: Timing(name, statistics.median(s), min(s), max(s),
+                     {"rounds": len(s), "number": number[name]}, list(s))
         for name, s in samples.items()
     }
 
 
-#: Contender names of :func:`blas_probes` (removed again by :func:`blas_scaling`)
-PROBE_ONE, PROBE_ALL = "sgemm probe, 1 thread", "sgemm probe, all threads"
+#: The tuned allocator of ``python -m tensorframes.bench --tuned-allocator``: environment
+#: variables that glibc's ``malloc`` reads at start-up (the ``mallopt`` settings
+#: ``M_MMAP_THRESHOLD``, ``M_TRIM_THRESHOLD``, ``M_TOP_PAD``; see ``man mallopt``). They make it
+#: keep freed memory instead of handing it back to the OS: buffers up to 32 MiB come from the
+#: heap, the heap is not trimmed below 2 GiB, and it grows in steps of at least 64 MiB. A
+#: contender then reuses memory another one freed instead of page-faulting it in afresh. Users'
+#: processes do not run like this unless they set the variables themselves.
+TUNED_ALLOCATOR_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
+    "MALLOC_TRIM_THRESHOLD_": str((1 << 31) - 1),
+    "MALLOC_TOP_PAD_": str(64 << 20),
+}
 
 
-def blas_probes(device: torch.device | str = "cpu") -> dict[str, Callable[[], object]]:
-    """Two extra contenders that read the machine's state: one fixed float32 GEMM, run on one
-    thread and on all of PyTorch's threads. Empty on CUDA and with one thread.
-
-    The GEMM, ``(25, 25) @ (25, 32500)``, has the short and wide shape of the grid Gaunt
-    product's quadrature in ``phi`` (degree 6, a batch chunk of 2,500); a call runs it four
-    times, so that the cold first one (the probe that runs first follows a large contender)
-    weighs little. Timed interleaved with the contenders, the per-round ratio of its two times
-    (:func:`blas_scaling`) says how much the threads helped in those very rounds. On the 2-core
-    VM these benchmarks ran on it reads 1.5-2.9x most of the time and 0.8-1.2x in windows of
-    seconds to minutes in which the host runs two-thread BLAS at one-thread speed, whatever else
-    runs (two single-thread processes, one per core, keep full speed then); see
-    ``docs/benchmarks.md``.
-    """
-    threads = torch.get_num_threads()
-    if torch.device(device).type != "cpu" or threads < 2:
-        return {}
-    gen = torch.Generator().manual_seed(0)
-    a, b = torch.randn(25, 25, generator=gen), torch.randn(25, 32500, generator=gen)
-    out = torch.empty(25, 32500)
-
-    def on(n: int) -> Callable[[], object]:
-        def gemm():
-            torch.set_num_threads(n)
-            try:
-                for _ in range(4):  # the first, after a contender, reads cold memory
-                    torch.mm(a, b, out=out)
-                return out
-            finally:
-                torch.set_num_threads(threads)
-
-        return gemm
-
-    return {PROBE_ONE: on(1), PROBE_ALL: on(threads)}
+def allocator_description(env: Mapping[str, str] | None = None) -> str:
+    """What the run header says about the allocator of a process with environment ``env``
+    (default: this process's)."""
+    env = os.environ if env is None else env
+    tuned = {k: env[k] for k in TUNED_ALLOCATOR_ENV if k in env}
+    if not tuned:
+        return "default allocator"
+    return "tuned allocator (" + ", ".join(f"{k}={v}" for k, v in tuned.items()) + ")"
 
 
-def blas_scaling(timings: dict[str, Timing]) -> float:
-    """Removes the :func:`blas_probes` timings from ``timings`` and returns the speed-up of the
-    threaded GEMM over the single-threaded one (median of per-round ratios); NaN without
-    probes."""
-    one, every = timings.pop(PROBE_ONE, None), timings.pop(PROBE_ALL, None)
-    return every.speedup_over(one) if one and every else float("nan")
+def side_by_side(default: Sequence[dict], tuned: Sequence[dict], keys: Sequence[str],
+                 ratios: Sequence[str]) -> list[dict]:
+    """One row per row of ``default``: its ``keys`` columns, then each of its ``ratios`` columns
+    and the median time, each beside the value of the ``tuned`` row with the same keys."""
+    def key(r: dict) -> tuple:  # as strings: the tuned rows come back from a CSV
+        return tuple(str(r.get(k, "")) for k in keys)
+
+    by_key = {key(r): r for r in tuned}
+    out = []
+    for r in default:
+        t = by_key.get(key(r), {})
+        row = {k: r[k] for k in keys if k in r}
+        for c in ratios:
+            if c in r:
+                row[c] = r[c]
+                row[f"{c} (tuned)"] = t.get(c, "n/a")
+        if "median_s" in r:
+            row["median"] = format_seconds(float(r["median_s"]))
+            row["median (tuned)"] = (format_seconds(float(t["median_s"])) if "median_s" in t
+                                     else "n/a")
+        out.append(row)
+    return out
 
 
 def format_seconds(t: float) -> str:
+    """``t`` seconds with a unit that keeps two to four significant digits."""
     if t >= 1:
         return f"{t:.2f} s"
     if t >= 1e-3:
@@ -190,21 +177,33 @@ def format_seconds(t: float) -> str:
     return f"{t * 1e6:.0f} us"
 
 
-def markdown_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
-    """Render ``rows`` (dicts) as a markdown table with the given columns."""
+def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
+    """Render ``rows`` (dicts) as a markdown table with the given columns (default: every
+    column, in first-seen order)."""
+    columns = list(columns) if columns is not None else _columns(rows)
     head = "| " + " | ".join(columns) + " |"
     sep = "|" + "|".join("---" for _ in columns) + "|"
     body = ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join([head, sep, *body])
 
 
-def write_csv(path: str, rows: Sequence[dict]) -> None:
-    """Write rows (dicts) to ``path``, columns in first-seen order."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+def _columns(rows: Sequence[dict]) -> list[str]:
     columns: list[str] = []
     for r in rows:
         columns += [k for k in r if k not in columns]
+    return columns
+
+
+def write_csv(path: str, rows: Sequence[dict]) -> None:
+    """Write rows (dicts) to ``path``, columns in first-seen order."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
+        writer = csv.DictWriter(f, fieldnames=_columns(rows))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def read_csv(path: str) -> list[dict]:
+    """The rows :func:`write_csv` wrote (every value a string)."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

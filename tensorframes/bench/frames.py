@@ -1,6 +1,7 @@
-"""Benchmark of frame construction: PCA frames, neighbour search, Gram-Schmidt, LearnedFrames.
+"""Benchmark suite ``frames``: PCA frames, neighbour search, Gram-Schmidt, LearnedFrames.
 
-``run(quick=False)`` times, on 16 clouds x 8,192 points with k = 16 (``quick``: 4 x 2,048):
+Measured: forward calls without gradients, float32; ``run(quick=False)`` times, on 16 clouds
+x 8,192 points with k = 16 (``quick``: 4 x 2,048):
 
 - PCA frames, excluding neighbour search (the knn graph is built once): the library path
   (one scatter pass of moments + closed-form 3x3 eigen-solver + sign disambiguation) against a
@@ -11,7 +12,7 @@
 
 Timings are medians over several runs after a warm-up, with contenders interleaved
 (``_harness.time_interleaved``). ``run`` returns the rows; ``main`` also prints a markdown table.
-Run with ``python -m tensorframes.bench frames`` or ``python -m tensorframes.bench.frames``.
+Run with ``python -m tensorframes.bench frames``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def naive_pca(pos: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
     return R * s[:, :, None]
 
 
-def _clouds(b: int, n: int, device, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+def _clouds(b: int, n: int, device: str | torch.device, generator: torch.Generator
+            ) -> tuple[torch.Tensor, ...]:
     v = torch.randn(b * n, 3, generator=generator)
     v = v / v.norm(dim=1, keepdim=True) * torch.tensor([1.0, 0.7, 0.4])
     v = v + 0.01 * torch.randn(v.shape, generator=generator)
@@ -50,7 +52,7 @@ def _clouds(b: int, n: int, device, generator: torch.Generator) -> tuple[torch.T
     return v.to(device), batch.to(device)
 
 
-def run(quick: bool = False, device="cpu", repeats: int | None = None) -> list[dict]:
+def run(quick: bool = False, device: str = "cpu", repeats: int | None = None) -> list[dict]:
     """Run the benchmark; one row per contender (``median_s`` in seconds, ``points/s``,
     ``speed-up`` against the row's baseline)."""
     b, n, k = (4, 2048, 16) if quick else (16, 8192, 16)
@@ -98,6 +100,9 @@ def run(quick: bool = False, device="cpu", repeats: int | None = None) -> list[d
 
 
 COLUMNS = ["task", "contender", "median", "min", "max", "points/s", "speed-up", "baseline"]
+#: columns that name a row, and its ratios (``--tuned-allocator``'s side-by-side table)
+KEY_COLUMNS = ["task", "contender"]
+RATIO_COLUMNS = ["speed-up"]
 
 
 def main(quick: bool = False, device: str = "cpu") -> list[dict]:
@@ -107,17 +112,3 @@ def main(quick: bool = False, device: str = "cpu") -> list[dict]:
           "gram_schmidt, LearnedFrames\n")
     print(markdown_table(rows, COLUMNS))
     return rows
-
-
-def _cli(argv: list[str] | None = None) -> None:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m tensorframes.bench.frames")
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--device", default="cpu")
-    a = p.parse_args(argv)
-    main(quick=a.quick, device=a.device)
-
-
-if __name__ == "__main__":
-    _cli()

@@ -9,30 +9,28 @@ float32, CPU). Contenders: our CG product (``method="dense"`` and ``"sparse"``),
 * ``single/many``: ``1xL (x) 1xL -> every l <= 2L`` (both parities);
 * ``many/many``: ``0..L (x) 0..L -> every l <= 2L`` (both parities).
 
-Reported per product and L: median time (interleaved harness), speed relative to e3nn (median
-of the per-round ratios, see :meth:`~tensorframes.bench._harness.Timing.speedup_over`), the
-expressivity (:func:`tensorframes.o3.expressivity`, small L only: it is a Jacobian rank), and the
-growth exponent ``a`` of ``time ~ L^a`` fitted by least squares on log-log, and the speed targets
+Measured: forward calls without gradients on a batch of 10,000 (``quick``: 1,000) input pairs,
+L = 1..8 (``quick``: 1..4), all products of one setting and L interleaved in one process.
+Reported per product and L: median time, speed relative to e3nn (median of the per-round
+ratios, see :meth:`~tensorframes.bench._harness.Timing.speedup_over`), the expressivity
+(:func:`tensorframes.o3.expressivity`, small L only: it is a Jacobian rank), the growth exponent
+``a`` of ``time ~ L^a`` fitted by least squares on log-log, and the speed targets
 (:data:`TARGETS`: CG dense at least as fast as e3nn at every L, the grid Gaunt product at least
-10x the Fourier one at L >= 6), each marked met or not. On CPU every setting also times
-:func:`~tensorframes.bench._harness.blas_probes` in the same rounds; the targets table shows how
-much the threads sped up a plain GEMM then (``threaded sgemm``), so a reading taken while the
-host ran threaded BLAS at one-thread speed can be told from a slow product; such a setting is
-timed again (:data:`DEGRADED`, ``retries``).
+10x the Fourier one at L >= 6), each marked met or not from a single timing.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import time
+from collections.abc import Callable, Sequence
 
 import torch
 
 from ..o3._expressivity import expressivity
 from ..o3._gaunt import GauntTensorProduct, VectorGauntTensorProduct
 from ..o3._tensor_product import FullyConnectedTensorProduct
-from ._harness import blas_probes, blas_scaling, format_seconds, markdown_table, time_interleaved
+from ._harness import format_seconds, markdown_table, time_interleaved
 
 SETTINGS = ("single/single", "single/many", "many/many")
 PRODUCTS = ("e3nn", "CG dense", "CG sparse", "Gaunt fourier", "Gaunt grid", "vector Gaunt")
@@ -57,7 +55,7 @@ def irreps_for(setting: str, L: int) -> tuple[str, str, str]:
     raise ValueError(f"unknown setting {setting!r}; expected one of {SETTINGS}")
 
 
-def _build(name: str, i1: str, i2: str, io: str):
+def _build(name: str, i1: str, i2: str, io: str) -> torch.nn.Module | None:
     if name == "e3nn":
         try:
             from e3nn import o3
@@ -71,15 +69,16 @@ def _build(name: str, i1: str, i2: str, io: str):
     return VectorGauntTensorProduct(i1, i2, io, channels=1)
 
 
-def _no_grad_call(m, x1, x2):
-    def f():
+def _no_grad_call(m: torch.nn.Module, x1: torch.Tensor, x2: torch.Tensor
+                  ) -> Callable[[], torch.Tensor]:
+    def f() -> torch.Tensor:
         with torch.no_grad():
             return m(x1, x2)
 
     return f
 
 
-def growth_exponent(Ls, times) -> float:
+def growth_exponent(Ls: Sequence[int], times: Sequence[float]) -> float:
     """Least-squares slope of ``log t`` against ``log L``."""
     x = torch.tensor([math.log(L) for L in Ls], dtype=torch.float64)
     y = torch.tensor([math.log(t) for t in times], dtype=torch.float64)
@@ -89,25 +88,12 @@ def growth_exponent(Ls, times) -> float:
     return float(((x - xm) * (y - ym)).sum() / ((x - xm) ** 2).sum())
 
 
-#: A setting's timings are taken again (after :data:`PAUSE_S`) while the threaded-GEMM probe
-#: read below this speed-up in their rounds: the host ran threaded BLAS at about one-thread
-#: speed then (probe 0.8-1.2x; 1.5-2.9x otherwise on the 2-core VM of docs/benchmarks.md)
-DEGRADED = 1.4
-PAUSE_S = 10.0
-
-
 def run(quick: bool = False, device: str = "cpu", *, repeats: int | None = None,
-        Ls=None, settings=SETTINGS, expressivity_lmax: int | None = None,
-        retries: int | None = None) -> list[dict]:
-    """Time every product in every setting; one row per (setting, L, product).
-
-    A setting timed while the host's threaded BLAS was degraded (probe below
-    :data:`DEGRADED`) is timed again, all contenders alike, up to ``retries`` more times (default
-    3; 0 with ``quick``); the rows keep the last attempt, its probe reading and the number of
-    attempts.
-    """
+        Ls: Sequence[int] | None = None, settings: Sequence[str] = SETTINGS,
+        expressivity_lmax: int | None = None) -> list[dict]:
+    """Time every product in every setting, each setting and L once; one row per (setting, L,
+    product)."""
     batch = 1_000 if quick else 10_000
-    retries = (0 if quick else 3) if retries is None else retries
     Ls = list(Ls) if Ls is not None else (list(range(1, 5)) if quick else list(range(1, 9)))
     repeats = repeats or (3 if quick else 9)
     expressivity_lmax = (1 if quick else 2) if expressivity_lmax is None else expressivity_lmax
@@ -122,14 +108,8 @@ def run(quick: bool = False, device: str = "cpu", *, repeats: int | None = None,
             x2 = torch.randn(batch, mods["CG dense"].irreps_in2.dim, generator=gen).to(device)
 
             contenders = {n: _no_grad_call(m, x1, x2) for n, m in mods.items()}
-            for attempt in range(1, retries + 2):
-                timings = time_interleaved({**contenders, **blas_probes(device)},
-                                           repeats=repeats, device=device,
-                                           desc=f"tp {setting} L={L}")
-                scaling = blas_scaling(timings)  # the machine's state in these rounds
-                if not scaling < DEGRADED or attempt > retries:  # NaN: no probe, no retry
-                    break
-                time.sleep(PAUSE_S)
+            timings = time_interleaved(contenders, repeats=repeats, device=device,
+                                       desc=f"tp {setting} L={L}")
             base, fourier = timings.get("e3nn"), timings.get("Gaunt fourier")
             expr = {}
             if L <= expressivity_lmax:
@@ -146,13 +126,14 @@ def run(quick: bool = False, device: str = "cpu", *, repeats: int | None = None,
                     "median_s": t.median,
                     "speedup_e3nn": t.speedup_over(base) if base else float("nan"),
                     "speedup_fourier": t.speedup_over(fourier) if fourier else float("nan"),
-                    "sgemm_thread_speedup": scaling,
-                    "attempts": attempt,
                 })
     return rows
 
 
 COLUMNS = ["setting", "L", "product", "median", "vs e3nn", "expressivity"]
+#: columns that name a row, and its ratios (``--tuned-allocator``'s side-by-side table)
+KEY_COLUMNS = ["setting", "L", "product"]
+RATIO_COLUMNS = ["vs e3nn"]
 
 
 def exponents(rows: list[dict]) -> list[dict]:
@@ -183,18 +164,15 @@ def targets(rows: list[dict]) -> list[dict]:
             x = r[key[ref]]
             if x != x:  # NaN: the reference did not run (e3nn not installed)
                 continue
-            probe = r.get("sgemm_thread_speedup", float("nan"))
             out.append({"setting": r["setting"], "L": r["L"], "product": product,
                         "reference": ref, "speed-up": f"{x:.2f}x", "target": f">= {least:g}x",
-                        "met": "yes" if x >= least else "NO",
-                        "threaded sgemm": f"{probe:.2f}x" if probe == probe else "n/a",
-                        "attempts": r.get("attempts", 1)})
+                        "met": "yes" if x >= least else "NO"})
     return out
 
 
 def plot(rows: list[dict], out: str) -> None:
     """Time versus L per product, one panel per setting (log-log), saved as PNG."""
-    import matplotlib
+    import matplotlib  # only when plotting: importing it costs about a second
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -218,9 +196,13 @@ def plot(rows: list[dict], out: str) -> None:
     plt.close(fig)
 
 
-def main(quick: bool = False, device: str = "cpu", out: str = "bench_out/tp_scaling.png",
-         **kwargs) -> list[dict]:
-    rows = run(quick=quick, device=device, **kwargs)
+TARGET_COLUMNS = ["setting", "L", "product", "reference", "speed-up", "target", "met"]
+
+
+def main(quick: bool = False, device: str = "cpu", out: str | None = "bench_out") -> list[dict]:
+    """Run, print the tables (times, growth exponents, speed targets), plot the scaling into
+    ``out/tp_scaling.png`` (no plot when ``out`` is None) and return the rows."""
+    rows = run(quick=quick, device=device)
     print(f"## tp: tensor products on CPU (baseline: {BASELINE})\n")
     print(markdown_table(rows, COLUMNS))
     print("\n### growth exponents\n")
@@ -229,29 +211,9 @@ def main(quick: bool = False, device: str = "cpu", out: str = "bench_out/tp_scal
     if met:
         n_met = sum(t["met"] == "yes" for t in met)
         print(f"\n### speed targets: {n_met} of {len(met)} met\n")
-        print(markdown_table(met, ["setting", "L", "product", "reference", "speed-up", "target",
-                                   "met", "threaded sgemm", "attempts"]))
-        print("\nthreaded sgemm: in the same rounds, speed-up of a fixed batch-last GEMM on all "
-              "threads over one thread (tensorframes.bench._harness.blas_probes); near 1x, the "
-              f"host ran threaded BLAS at one-thread speed then. A setting read below {DEGRADED}x "
-              f"is timed again after {PAUSE_S:g} s, all products alike; attempts counts the "
-              "timings taken, the table shows the last.")
+        print(markdown_table(met, TARGET_COLUMNS))
     if out:
-        plot(rows, out)
-        print(f"\nplot: {out}")
+        path = os.path.join(out, "tp_scaling.png")
+        plot(rows, path)
+        print(f"\nplot: {path}")
     return rows
-
-
-def _cli(argv=None) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m tensorframes.bench.tp", description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default="bench_out/tp_scaling.png")
-    args = parser.parse_args(argv)
-    main(quick=args.quick, device=args.device, out=args.out)
-
-
-if __name__ == "__main__":
-    _cli()

@@ -14,27 +14,32 @@ with our Clebsch-Gordan product, with the grid Gaunt product, and with e3nn's ``
 (baseline of the ratios; NequIP-style: channel-wise product with the edge harmonics up to ``L``,
 radial MLP 8 -> 64 -> path weights).
 
-Reported: forward and forward+backward medians, and the bytes of activations autograd saves for
-backward (a deterministic proxy of peak training memory on CPU).
+Measured: float32 on the default device ``cpu``; the contenders of each part interleaved in one
+process, forward alone and forward + backward (of the mean square of the output) timed
+separately. Reported: forward and forward+backward medians, their ratios to the baseline
+(median of per-round ratios), and the bytes of activations autograd saves for backward (a
+deterministic proxy of peak training memory on CPU).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import torch
 from torch import nn
+from torch_geometric.nn import PointNetConv
 
 from .. import frames as tf_frames
 from .. import graph
-from ..nn import EdgeFrames, wrap
-from ..reps import TensorReps
+from ..nn import EdgeFrames, TPConv, wrap
+from ..reps import Irreps, TensorReps
 from ._harness import format_seconds, markdown_table, time_interleaved
 
 REPS = TensorReps("32x0n+16x1n+8x2n")
 
 
-def saved_activation_bytes(fn) -> int:
+def saved_activation_bytes(fn: Callable[[], object]) -> int:
     """Bytes of distinct tensor storages autograd saves for backward while running ``fn``."""
     seen: dict[int, int] = {}
 
@@ -48,13 +53,16 @@ def saved_activation_bytes(fn) -> int:
     return sum(seen.values())
 
 
-def _point_cloud(num_clouds: int, points: int, device, gen):
+def _point_cloud(num_clouds: int, points: int, device: str | torch.device,
+                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     pos = torch.randn(num_clouds * points, 3, generator=gen) * torch.tensor([1.0, 0.6, 0.3])
     batch = torch.arange(num_clouds).repeat_interleave(points)
     return pos.to(device), batch.to(device)
 
 
 def run(quick: bool = False, device: str = "cpu", repeats: int | None = None) -> list[dict]:
+    """Part 1: a stock PointNetConv unwrapped against wrapped (with and without precomputed
+    EdgeFrames); one row per contender."""
     num_clouds, points, k = (4, 1024, 16) if quick else (16, 2048, 16)
     repeats = repeats or (3 if quick else 5)
     gen = torch.Generator().manual_seed(0)
@@ -63,7 +71,6 @@ def run(quick: bool = False, device: str = "cpu", repeats: int | None = None) ->
     frames = tf_frames.pca(pos, edge_index=edge_index)
     edge_frames = EdgeFrames.compute(edge_index, frames)
     C = REPS.dim
-    from torch_geometric.nn import PointNetConv
 
     def make_layer():  # seeded: plain and wrapped start from the same weights
         torch.manual_seed(0)
@@ -144,11 +151,6 @@ TP_BASELINE = "TPConv with e3nn's TensorProduct"
 def run_versus_tp(quick: bool = False, device: str = "cpu", repeats: int | None = None,
                   channels: int = 32, hidden: int = 64) -> list[dict]:
     """Part 2: wrapped PointNetConv versus TPConv (CG, Gaunt, e3nn) at matched reps."""
-    from torch_geometric.nn import PointNetConv
-
-    from ..nn import TPConv
-    from ..reps import Irreps
-
     k = 16
     edges = 10_000 if quick else 100_000
     ls = (1, 2) if quick else (1, 2, 3)
@@ -218,9 +220,14 @@ def run_versus_tp(quick: bool = False, device: str = "cpu", repeats: int | None 
 
 TP_COLUMNS = ["L", "channels", "edges", "contender", "parameters", "forward", "fwd+bwd",
               "fwd+bwd min/max", "fwd+bwd speed-up vs e3nn TP", "saved activations"]
+#: columns that name a row, and its ratios (``--tuned-allocator``'s side-by-side table; part 1
+#: rows have no ``L``)
+KEY_COLUMNS = ["L", "contender"]
+RATIO_COLUMNS = ["forward vs plain", "fwd+bwd vs plain", "fwd+bwd speed-up vs e3nn TP"]
 
 
 def main(quick: bool = False, device: str = "cpu") -> list[dict]:
+    """Run both parts, print their markdown tables, return the rows of both."""
     rows = run(quick=quick, device=device)
     print("## layers (1): frame-change overhead of a wrapped PointNetConv "
           f"(x = {REPS}, k = 16; baseline: the same PointNetConv unwrapped)\n")

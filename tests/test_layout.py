@@ -21,7 +21,12 @@ The layers (a module may import only from its own layer or lower ones):
 ====================  =====
 
 The top-level ``tensorframes/__init__.py`` gathers every layer; it may import anything, and no
-library module may import it.
+library module may import it. Further: every import of a package module resolves to a file, no
+library module outside ``testing``/``bench`` imports ``tensorframes.testing``, a module over 500
+lines says why in its docstring (second paragraph ``Long module: <reason>``), and every public
+function of the public API (the ``__all__`` of the packages in ``PUBLIC_PACKAGES``), and every
+public method, ``__init__`` and ``__new__`` of its public classes, is fully annotated (return
+too, except for ``__init__``). The checker is itself tested on a synthetic package.
 """
 
 from __future__ import annotations

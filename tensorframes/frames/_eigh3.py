@@ -55,7 +55,11 @@ def _perp_basis(v):
     return u, _cross(v, u)
 
 
-def eigh3_packed(a00, a01, a02, a11, a12, a22):
+_Vec3 = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def eigh3_packed(a00: torch.Tensor, a01: torch.Tensor, a02: torch.Tensor, a11: torch.Tensor,
+                 a12: torch.Tensor, a22: torch.Tensor) -> tuple[_Vec3, tuple[_Vec3, _Vec3, _Vec3]]:
     """:func:`eigh3` on the six unique entries (each a tensor of the same shape).
 
     Returns ``(values, vectors)``: ``values`` a 3-tuple (descending) and ``vectors`` a 3-tuple

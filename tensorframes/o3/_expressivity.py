@@ -26,11 +26,14 @@ equivariance then comes from the frame transforming with the input, not from the
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
+
 import torch
 
-from ..reps.irreps import Irreps
+from ..reps.irreps import Irrep, Irreps
 
-__all__ = ["LocalFrameBilinear", "expressivity", "interactions"]
+__all__ = ["expressivity", "interactions"]
 
 
 class LocalFrameBilinear(torch.nn.Module):
@@ -38,16 +41,19 @@ class LocalFrameBilinear(torch.nn.Module):
 
     ``W`` is an unconstrained bilinear map (``dim1 x dim2 -> dim_out``); ``R`` the frame
     (``(..., 3, 3)``, default identity). The bilinear part of a tensor-frames message.
+    Internal (the expressivity tests): not exported by :mod:`tensorframes.o3`.
     """
 
-    def __init__(self, irreps_in1, irreps_in2, irreps_out) -> None:
+    def __init__(self, irreps_in1: Irreps | str, irreps_in2: Irreps | str,
+                 irreps_out: Irreps | str) -> None:
         super().__init__()
         self.irreps_in1, self.irreps_in2 = Irreps(irreps_in1), Irreps(irreps_in2)
         self.irreps_out = Irreps(irreps_out)
         d1, d2, do = self.irreps_in1.dim, self.irreps_in2.dim, self.irreps_out.dim
         self.weight = torch.nn.Parameter(torch.randn(d1, d2, do) / (d1 * d2) ** 0.5)
 
-    def forward(self, x1, x2, frames: torch.Tensor | None = None):
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor,
+                frames: torch.Tensor | None = None) -> torch.Tensor:
         if frames is not None:
             x1 = self.irreps_in1.transform(x1, frames)
             x2 = self.irreps_in2.transform(x2, frames)
@@ -57,7 +63,7 @@ class LocalFrameBilinear(torch.nn.Module):
         return y
 
 
-def _linear_blocks(irreps: Irreps):
+def _linear_blocks(irreps: Irreps) -> list[tuple[Irrep, list[int]]]:
     """Index groups of the equivariant linear map ``irreps -> irreps``: one matrix per irrep."""
     groups: dict = {}
     for b, (_, ir) in enumerate(irreps):
@@ -65,7 +71,8 @@ def _linear_blocks(irreps: Irreps):
     return list(groups.items())
 
 
-def _linear_apply(x: torch.Tensor, irreps: Irreps, mats: dict) -> torch.Tensor:
+def _linear_apply(x: torch.Tensor, irreps: Irreps, mats: dict[Irrep, torch.Tensor]
+                  ) -> torch.Tensor:
     """Equivariant linear ``irreps -> irreps`` with one ``(n_ir, n_ir)`` matrix per irrep."""
     out = torch.zeros_like(x)
     slices = irreps.slices()
@@ -80,7 +87,8 @@ def _linear_apply(x: torch.Tensor, irreps: Irreps, mats: dict) -> torch.Tensor:
     return out
 
 
-def _bilinear_fn(op):
+def _bilinear_fn(op: torch.nn.Module
+                 ) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
     """``theta -> B(theta)`` and the initial random ``theta`` (float64)."""
     irr = (Irreps(op.irreps_in1), Irreps(op.irreps_in2), Irreps(op.irreps_out))
     gen = torch.Generator().manual_seed(0)
@@ -112,13 +120,11 @@ def _bilinear_fn(op):
     return B, theta0
 
 
-def _prepare(op):
-    import copy
-
+def _prepare(op: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(op).to(torch.float64)
 
 
-def expressivity(op, *, rtol: float = 1e-9) -> int:
+def expressivity(op: torch.nn.Module, *, rtol: float = 1e-9) -> int:
     """Dimension of the space of bilinear maps ``op`` realises with equivariant linear layers
     before and after (generic Jacobian rank, float64). See the module docstring."""
     op = _prepare(op)
@@ -137,7 +143,7 @@ def expressivity(op, *, rtol: float = 1e-9) -> int:
     return int((s > rtol * s[0]).sum())
 
 
-def interactions(op, *, rtol: float = 1e-9) -> set:
+def interactions(op: torch.nn.Module, *, rtol: float = 1e-9) -> set[tuple[Irrep, Irrep, Irrep]]:
     """The ``(ir1, ir2, ir3)`` (ordered, e3nn ``Irrep``-like tuples of ours) that ``op`` couples:
     blocks of the bilinear tensor that are non-zero at random parameters."""
     op = _prepare(op)

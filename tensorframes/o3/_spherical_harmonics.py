@@ -1,26 +1,30 @@
-"""Real spherical harmonics in e3nn's basis, for any degree, by a stable recurrence."""
+"""Real spherical harmonics in e3nn's basis, for any degree, by a stable recurrence.
+
+:func:`spherical_harmonics` is e3nn's ``o3.spherical_harmonics``; :class:`SphericalHarmonics`
+the module form, e3nn's ``o3.SphericalHarmonics``.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
 from .._math import solid_harmonics
+from ..reps.irreps import Irrep, Irreps
 
-__all__ = ["spherical_harmonics"]
+__all__ = ["SphericalHarmonics", "spherical_harmonics"]
 
 _NORMALIZATIONS = ("component", "norm", "integral")
 
 
-def _parse_ls(l) -> list[int]:
+def _parse_ls(l: int | Sequence[int] | str | Irreps) -> list[int]:
     if isinstance(l, bool):
         raise TypeError(f"l must be an int, a list of ints or irreps, got {l!r}")
     if isinstance(l, int):
         ls = [l]
     elif isinstance(l, str) or _is_irreps_like(l):
-        from ..reps.irreps import Irreps
-
         irreps = Irreps(l)
         input_p = -1
         for _, ir in irreps:
@@ -52,9 +56,7 @@ def _parse_ls(l) -> list[int]:
     return ls
 
 
-def _is_irreps_like(obj) -> bool:
-    from ..reps.irreps import Irrep, Irreps
-
+def _is_irreps_like(obj: object) -> bool:
     if isinstance(obj, (Irreps, Irrep)):
         return True
     # e3nn's Irreps / Irrep (tuples of (mul, (l, p)) or (l, p)), without importing e3nn.
@@ -62,7 +64,10 @@ def _is_irreps_like(obj) -> bool:
 
 
 def spherical_harmonics(
-    l, vec: torch.Tensor, normalize: bool, normalization: str = "component"
+    l: int | Sequence[int] | str | Irreps,
+    vec: torch.Tensor,
+    normalize: bool,
+    normalization: str = "component",
 ) -> torch.Tensor:
     r"""Real spherical harmonics :math:`Y^l(x)`, identical to e3nn's ``o3.spherical_harmonics``.
 
@@ -111,3 +116,78 @@ def spherical_harmonics(
         ).to(dtype=sh.dtype, device=sh.device)
         sh = sh * scale
     return sh
+
+
+class SphericalHarmonics(torch.nn.Module):
+    r"""Real spherical harmonics as a module, e3nn's ``o3.SphericalHarmonics``.
+
+    ``forward(x)`` is :func:`spherical_harmonics` of the degrees of ``irreps_out``; the module
+    records the irreps of its input and output, so it composes with the tensor products.
+
+    Args:
+        irreps_out: the degrees: an int, a list of ints, or irreps of spherical harmonics such
+            as ``"1x0e + 1x1o + 1x2e"`` (an odd ``l`` with even parity, ``"1e"``, means a
+            pseudovector input, as in e3nn).
+        normalize: project the input onto the unit sphere first (zero vectors give zero).
+        normalization: ``"integral"`` (default, as e3nn's module; note that the function
+            :func:`spherical_harmonics` defaults to ``"component"``), ``"component"`` or
+            ``"norm"``.
+        irreps_in: ``"1x1o"`` (a vector; the default) or ``"1x1e"`` (a pseudovector; the
+            default where ``irreps_out`` asks for it).
+
+    Attributes:
+        irreps_in: the input's irreps, ``1x1o`` or ``1x1e``.
+        irreps_out: ``1x{l}{p}`` per degree with ``p = p_in^l``, simplified as in e3nn.
+
+    Shapes:
+        x: ``(..., 3)`` -> ``(..., irreps_out.dim)``
+    """
+
+    def __init__(
+        self,
+        irreps_out: int | Sequence[int] | str | Irreps,
+        normalize: bool,
+        normalization: str = "integral",
+        irreps_in: Irreps | str | None = None,
+    ) -> None:
+        super().__init__()
+        if normalization not in _NORMALIZATIONS:
+            raise ValueError(
+                f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}"
+            )
+        self.normalize, self.normalization = bool(normalize), normalization
+        requested = None
+        if isinstance(irreps_out, str) or _is_irreps_like(irreps_out):
+            requested = Irreps(irreps_out)
+            if irreps_in is None and any(ir.l % 2 == 1 and ir.p == 1 for _, ir in requested):
+                irreps_in = "1x1e"
+        irreps_in = Irreps("1x1o" if irreps_in is None else irreps_in)
+        if irreps_in not in (Irreps("1x1o"), Irreps("1x1e")):
+            raise ValueError(
+                "irreps_in of SphericalHarmonics must be a vector (1x1o) or a pseudovector "
+                f"(1x1e), got {irreps_in}"
+            )
+        p_in = irreps_in[0].ir.p
+        if requested is not None:
+            ls = []
+            for mul, ir in requested:
+                if ir.p != p_in**ir.l:
+                    raise ValueError(
+                        f"irreps_out {requested} asks for l = {ir.l} with parity {ir.p}, "
+                        f"inconsistent with the input {irreps_in} (expected {p_in**ir.l})"
+                    )
+                ls.extend([ir.l] * mul)
+            if not ls:
+                raise ValueError(f"SphericalHarmonics needs at least one degree, got {requested}")
+        else:
+            ls = _parse_ls(irreps_out)
+        self._ls = ls
+        self.irreps_in = irreps_in
+        self.irreps_out = Irreps([(1, (l_, p_in**l_)) for l_ in ls]).simplify()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return spherical_harmonics(self._ls, x, self.normalize, self.normalization)
+
+    def extra_repr(self) -> str:
+        return (f"{self.irreps_in} -> {self.irreps_out}, normalize={self.normalize}, "
+                f"normalization={self.normalization!r}")

@@ -3,11 +3,11 @@ import pytest
 from tensorframes.o3 import (
     FullyConnectedTensorProduct,
     GauntTensorProduct,
-    LocalFrameBilinear,
     VectorGauntTensorProduct,
     expressivity,
     interactions,
 )
+from tensorframes.o3._expressivity import LocalFrameBilinear
 
 
 def _sh(L):

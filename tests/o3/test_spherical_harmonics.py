@@ -1,4 +1,5 @@
-"""tensorframes.o3.spherical_harmonics vs e3nn: values, normalizations, gradients, equivariance."""
+"""tensorframes.o3.spherical_harmonics and SphericalHarmonics vs e3nn: values, normalizations,
+gradients, equivariance."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from tensorframes import Irreps
-from tensorframes.o3 import spherical_harmonics
+from tensorframes.o3 import SphericalHarmonics, spherical_harmonics
 from tensorframes.testing import tolerance
 
 o3 = pytest.importorskip("e3nn.o3")
@@ -149,3 +150,55 @@ def test_bad_arguments():
         spherical_harmonics(1.5, v, True)
     with pytest.raises(TypeError, match="floating point"):
         spherical_harmonics(1, torch.ones(5, 3, dtype=torch.long), True)
+
+
+# (irreps_out, irreps_in) of the module, as e3nn takes them
+MODULE_CASES = [
+    ("1x0e+1x1o+1x2e", None), (4, None), ([2, 0, 2], None), ("0e + 2x1o + 3o", None),
+    ("1e + 2e + 3e", None), ([0, 1, 2], "1x1e"), (3, "1e"),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("normalization", NORMALIZATIONS)
+@pytest.mark.parametrize("case", range(len(MODULE_CASES)))
+def test_module_matches_e3nn(case, normalization, normalize, dtype, vecs):
+    irreps_out, irreps_in = MODULE_CASES[case]
+    ref_mod = o3.SphericalHarmonics(irreps_out, normalize, normalization, irreps_in=irreps_in)
+    mod = SphericalHarmonics(irreps_out, normalize, normalization, irreps_in=irreps_in)
+    assert isinstance(mod, torch.nn.Module)
+    assert mod.irreps_out == Irreps(str(ref_mod.irreps_out))
+    assert mod.irreps_in == Irreps(str(ref_mod.irreps_in))
+    ref = ref_mod(vecs)
+    ours = mod(vecs.to(dtype))
+    assert ours.dtype == dtype and ours.shape == ref.shape == (vecs.shape[0], mod.irreps_out.dim)
+    ls = [ir.l for mul, ir in mod.irreps_out for _ in range(mul)]
+    scale = _scale(vecs, ls, normalize) * ref.abs().clamp(min=1.0)
+    assert ((ours.double() - ref).abs() / scale).max().item() <= tolerance(dtype)
+
+
+def test_module_defaults_and_repr_as_e3nn(vecs):
+    """Defaults as e3nn's module: "integral" normalization (the function's is "component")."""
+    mod, ref_mod = SphericalHarmonics([0, 1, 2], True), o3.SphericalHarmonics([0, 1, 2], True)
+    assert mod.normalization == ref_mod.normalization == "integral"
+    torch.testing.assert_close(mod(vecs), ref_mod(vecs), atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        mod(vecs), spherical_harmonics([0, 1, 2], vecs, True) / math.sqrt(4 * math.pi))
+    text = repr(SphericalHarmonics("0e+1o+2e", normalize=False, normalization="norm"))
+    assert text == ("SphericalHarmonics(1x1o -> 1x0e+1x1o+1x2e, normalize=False, "
+                    "normalization='norm')")
+    assert SphericalHarmonics(2, True)(torch.zeros(2, 5, 3)).shape == (2, 5, 5)
+
+
+def test_module_bad_arguments():
+    with pytest.raises(ValueError, match="normalization must be one of"):
+        SphericalHarmonics(2, True, normalization="bogus")
+    with pytest.raises(ValueError, match="vector"):
+        SphericalHarmonics(2, True, irreps_in="2x1o")
+    with pytest.raises(ValueError, match="inconsistent"):
+        SphericalHarmonics("1o + 2e", True, irreps_in="1e")
+    with pytest.raises(ValueError, match="at least one degree"):
+        SphericalHarmonics([], True)
+    with pytest.raises(ValueError, match=r"vec must have shape \(\.\.\., 3\)"):
+        SphericalHarmonics(1, True)(torch.randn(4, 2))

@@ -2,12 +2,8 @@ import pytest
 import torch
 
 from tensorframes import Irreps
-from tensorframes.o3 import (
-    FullTensorProduct,
-    FullyConnectedTensorProduct,
-    TensorProduct,
-    tensor_product_reference,
-)
+from tensorframes.o3 import FullTensorProduct, FullyConnectedTensorProduct, TensorProduct
+from tensorframes.o3._tp_description import tensor_product_reference
 from tensorframes.testing import assert_equivariant
 
 o3 = pytest.importorskip("e3nn.o3")

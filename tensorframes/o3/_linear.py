@@ -24,7 +24,7 @@ class Linear(torch.nn.Module):
         x: ``(..., irreps_in.dim)`` -> ``(..., irreps_out.dim)``
     """
 
-    def __init__(self, irreps_in, irreps_out) -> None:
+    def __init__(self, irreps_in: Irreps | str, irreps_out: Irreps | str) -> None:
         super().__init__()
         self.irreps_in, self.irreps_out = Irreps(irreps_in), Irreps(irreps_out)
         self._paths = []

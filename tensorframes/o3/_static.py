@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 __all__ = ["StaticBuffers"]
@@ -29,7 +31,8 @@ class StaticBuffers(torch.nn.Module):
             value = master.to(torch.get_default_dtype())
         self.register_buffer(name, value, persistent=False)
 
-    def _apply(self, fn, recurse=True):
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True
+               ) -> StaticBuffers:
         out = super()._apply(fn, recurse)
         for name, master in self._static_masters.items():
             buf = getattr(self, name)

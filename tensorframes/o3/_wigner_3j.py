@@ -11,7 +11,7 @@ import torch
 __all__ = ["wigner_3j"]
 
 
-def _check_degrees(l1, l2, l3) -> tuple[int, int, int]:
+def _check_degrees(l1: object, l2: object, l3: object) -> tuple[int, int, int]:
     out = []
     for name, l in (("l1", l1), ("l2", l2), ("l3", l3)):
         if isinstance(l, bool) or not isinstance(l, int) or l < 0:

@@ -6,7 +6,9 @@ tensors is part of the processed file's name (readable prefix + SHA-256 digest o
 and the file itself stores the full option key, a fingerprint of the raw inputs and a checksum of
 its tensors. On load all three are compared; a file written with other options, from other raw
 files, truncated or otherwise corrupted is regenerated (with a warning), never used silently.
-Files are written atomically (temporary file + ``os.replace``). ``pre_transform`` enters the
+Files are written atomically (temporary file + ``os.replace``). The two PyG internals this
+relies on (running ``process()`` on every construction, installing the collated storage) go
+through :mod:`tensorframes._compat`. ``pre_transform`` enters the
 key through its ``repr``: give it a stable one (PyG transforms have), since e.g. a lambda's
 ``repr`` changes from run to run and then gets a fresh cache file every time.
 """
@@ -19,10 +21,14 @@ import os
 import os.path as osp
 import tempfile
 import warnings
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
-from torch_geometric.data import Data, InMemoryDataset
+from torch_geometric.data import Data
+
+from .._compat import ProcessAlwaysInMemoryDataset, set_collated_storage
 
 #: Bumped whenever the generated content or the file layout changes.
 CACHE_FORMAT = 1
@@ -59,11 +65,21 @@ def _repr_transform(transform: Any) -> str | None:
     return None if transform is None else repr(transform)
 
 
-class CachedInMemoryDataset(InMemoryDataset):
+class CachedInMemoryDataset(ProcessAlwaysInMemoryDataset):
     """Base class: subclasses define :meth:`_cache_key`, :meth:`_cache_prefix` and
-    :meth:`_generate` (and optionally :meth:`_fingerprint`)."""
+    :meth:`_generate` (and optionally :meth:`_fingerprint`).
 
-    def __init__(self, root, transform=None, pre_transform=None, force_reload=False) -> None:
+    :meth:`process` runs on every construction (not only when the file is missing) and decides
+    itself whether the processed file is valid.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        transform: Callable | None = None,
+        pre_transform: Callable | None = None,
+        force_reload: bool = False,
+    ) -> None:
         self._loaded: tuple[Data, dict, dict] | None = None
         super().__init__(
             str(root), transform, pre_transform, None, log=False, force_reload=force_reload
@@ -72,8 +88,7 @@ class CachedInMemoryDataset(InMemoryDataset):
             raise RuntimeError("internal error: processed data was not loaded")
         data, slices, extra = self._loaded
         self._loaded = None
-        self._data = data
-        self.slices = slices
+        set_collated_storage(self, data, slices)
         self._set_extra(extra)
 
     # ----------------------------------------------------------------- subclass hooks
@@ -109,9 +124,6 @@ class CachedInMemoryDataset(InMemoryDataset):
     @property
     def raw_file_names(self) -> list[str]:  # nothing is ever downloaded
         return []
-
-    def _process(self) -> None:  # replaces PyG's "file exists" check by the verified cache
-        self.process()
 
     def process(self) -> None:
         """Load the processed file if it is valid, else generate and write it."""

@@ -1,0 +1,121 @@
+"""Every use of PyTorch Geometric (and ``torch.nn.Module``) internals, in one place.
+
+The library relies on a handful of private attributes and methods of PyG. Each such use goes
+through one small function or class here, whose comment names the internal it relies on and the
+PyG versions it was checked against, and ``tests/nn/test_compat.py`` exercises each entry point
+directly, so that a PyG upgrade that moves one of them breaks a named test instead of silently
+changing results. ``pyproject.toml`` pins ``torch-geometric`` to the range checked here.
+
+This is a layer-0 module: it imports only torch, torch_geometric and the standard library,
+nothing from ``tensorframes``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+from torch_geometric.data import InMemoryDataset
+from torch_geometric.nn import MessagePassing
+
+__all__ = [
+    "CollectHookMessagePassing",
+    "ProcessAlwaysInMemoryDataset",
+    "keep_inherited_propagate",
+    "message_arg_names",
+    "set_collated_storage",
+    "share_module_state",
+]
+
+#: The torch-geometric versions the internals below were checked against.
+CHECKED_PYG_VERSIONS = "2.8.x (2.8.1)"
+
+
+# ----------------------------------------------------------------------------- MessagePassing
+
+
+def keep_inherited_propagate(cls: type[MessagePassing]) -> None:
+    """Make ``cls`` keep the ``propagate`` it inherits instead of a PyG-generated one.
+
+    Call it from ``__init_subclass__`` of a ``MessagePassing`` subclass that defines its own
+    ``propagate``: without it, every further subclass gets a code-generated ``propagate`` that
+    bypasses the base class's.
+    """
+    # PyG internal: MessagePassing._set_jittable_templates (run by MessagePassing.__init__)
+    # replaces cls.propagate by one generated from propagate.jinja unless 'propagate' is in
+    # cls.__dict__ and differs from MessagePassing.propagate. Checked: torch-geometric 2.8.x.
+    if "propagate" not in cls.__dict__:
+        cls.propagate = cls.propagate  # the one resolved through the MRO, pinned on cls
+
+
+def message_arg_names(layer: MessagePassing) -> frozenset[str]:
+    """The argument names that ``message``, ``aggregate`` and ``update`` of ``layer`` ask for
+    (``x_j``, ``pos_i``, ``frames_i``, ...), PyG's special arguments excluded."""
+    # PyG internal: MessagePassing._user_args, set in __init__ from the inspector (and by the
+    # `explain` setter). Checked: torch-geometric 2.8.x.
+    return frozenset(layer._user_args)
+
+
+class CollectHookMessagePassing(MessagePassing):
+    """A ``MessagePassing`` whose :meth:`after_collect` sees the per-edge arguments PyG collected.
+
+    Subclasses override :meth:`after_collect` to post-process the dictionary (``x_j``, ``x_i``,
+    ``index``, ``size_i``, ...) that PyG builds before calling ``message``; it only runs with the
+    non-generated ``propagate`` (see :func:`keep_inherited_propagate`).
+    """
+
+    def after_collect(self, collected: dict[str, Any]) -> dict[str, Any]:
+        """Post-process PyG's collected arguments (identity by default)."""
+        return collected
+
+    # PyG internal: MessagePassing._collect(args, edge_index, size, kwargs), called by the
+    # non-generated MessagePassing.propagate to build message()'s keyword arguments (lifting
+    # `<name>_i` / `<name>_j` along node_dim). Checked: torch-geometric 2.8.x.
+    def _collect(
+        self, args: Any, edge_index: Any, size: Any, kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        return self.after_collect(super()._collect(args, edge_index, size, kwargs))
+
+
+# ----------------------------------------------------------------------------- nn.Module
+
+
+def share_module_state(owner: nn.Module, source: nn.Module) -> None:
+    """Make ``owner`` hold ``source``'s very parameter, buffer and submodule dictionaries.
+
+    Afterwards ``owner.state_dict()``, ``owner.parameters()``, ``owner.to(...)`` and
+    ``owner.load_state_dict(...)`` act on ``source``'s tensors under identical keys.
+    """
+    # torch internal (used by PyG layers as well): nn.Module keeps its registry in the
+    # _parameters / _buffers / _modules dicts, read by state_dict, named_parameters, _apply.
+    # Checked: torch 2.x with torch-geometric 2.8.x.
+    object.__setattr__(owner, "_parameters", source._parameters)
+    object.__setattr__(owner, "_buffers", source._buffers)
+    object.__setattr__(owner, "_modules", source._modules)
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+class ProcessAlwaysInMemoryDataset(InMemoryDataset):
+    """An ``InMemoryDataset`` whose :meth:`process` runs on every construction.
+
+    PyG calls ``process()`` only when a processed file is missing (and merely warns when
+    ``pre_transform`` changed); a subclass of this class decides in ``process()`` itself whether
+    its processed file is valid, and loads or regenerates it.
+    """
+
+    # PyG internal: Dataset._process, called by Dataset.__init__ when the class overrides
+    # `process`; it checks files_exist(processed_paths) and writes pre_transform.pt /
+    # pre_filter.pt. Replaced here by an unconditional call. Checked: torch-geometric 2.8.x.
+    def _process(self) -> None:
+        self.process()
+
+
+def set_collated_storage(dataset: InMemoryDataset, data: Any, slices: dict | None) -> None:
+    """Install collated ``(data, slices)`` (from ``InMemoryDataset.collate``) as ``dataset``'s
+    storage, without the warning PyG's public ``data`` property emits."""
+    # PyG internal: InMemoryDataset._data (the collated storage behind `data`, `get`, `len`).
+    # Checked: torch-geometric 2.8.x.
+    dataset._data = data
+    dataset.slices = slices

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch_geometric.nn import MessagePassing
 
-from ._frame_ops import EdgeFrames
-from ._wrap import _as_reps, _expand_args, _Expansion
+from .._compat import CollectHookMessagePassing, keep_inherited_propagate, message_arg_names
+from ._expansion import EdgeExpansion, expand_args, parse_reps_map
+from ._frame_ops import EdgeFrames, GraphFrames, RepsLike
 
 
-class TFMessagePassing(MessagePassing):
+class TFMessagePassing(CollectHookMessagePassing):
     """Message passing in local frames (Lippmann et al., "Beyond Canonicalization", ICLR 2025).
 
     Subclasses declare which propagated arguments are local features and which are world-frame
@@ -34,40 +36,49 @@ class TFMessagePassing(MessagePassing):
         **kwargs: passed to :class:`torch_geometric.nn.MessagePassing` (``aggr``, ``flow``, ...).
     """
 
-    def __init__(self, *, local: Mapping | None = None, world: Mapping | None = None, **kwargs):
+    def __init__(
+        self,
+        *,
+        local: Mapping[str, RepsLike] | None = None,
+        world: Mapping[str, RepsLike] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if self.flow != "source_to_target":
             raise ValueError(
                 "TFMessagePassing supports flow='source_to_target' only (its expansion is "
                 f"bipartite, which PyG layers read inconsistently otherwise); got {self.flow!r}"
             )
-        self.local_reps = {k: _as_reps(v, k) for k, v in dict(local or {}).items()}
-        self.world_reps = {k: _as_reps(v, k) for k, v in dict(world or {}).items()}
+        self.local_reps = parse_reps_map(local)
+        self.world_reps = parse_reps_map(world)
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # PyG replaces a subclass's inherited `propagate` by a generated one; keep ours
-        if "propagate" not in cls.__dict__:
-            cls.propagate = TFMessagePassing.propagate
+        # PyG would give a subclass a generated `propagate`, bypassing the frame-aware one
+        keep_inherited_propagate(cls)
 
     def propagate(
         self,
         edge_index: torch.Tensor,
-        size=None,
+        size: tuple[int, int] | None = None,
         *,
-        frames,
+        frames: GraphFrames,
         edge_frames: EdgeFrames | None = None,
-        **kwargs,
-    ):
-        """Frame-aware ``propagate``: ``frames`` is a Frames or a ``(src, dst)`` pair."""
-        expansion = _Expansion(edge_index, frames, self.flow, edge_frames)
-        kwargs = _expand_args(self.local_reps, self.world_reps, kwargs, expansion)
-        wanted = set(self._user_args)
+        **kwargs: Any,
+    ) -> Any:
+        """Frame-aware ``propagate``: ``frames`` is a Frames or a ``(src, dst)`` pair.
+
+        ``size`` is accepted for PyG compatibility and ignored: the expanded graph's size is
+        ``(M + E, N_dst)`` (see ``_expansion.py``).
+        """
+        expansion = EdgeExpansion(edge_index, frames, self.flow, edge_frames)
+        kwargs = expand_args(self.local_reps, self.world_reps, kwargs, expansion)
+        wanted = message_arg_names(self)
         if {"frames_i", "frames_j"} & wanted:
             src_frames = torch.cat(
                 [expansion.R_src[: expansion.n_slots], expansion.R_src[expansion.src]]
             )
-            # flattened: PyG reads the node axis at -2; restored to (E, d, d) in _collect
+            # flattened: PyG reads the node axis at -2; restored to (E, d, d) in after_collect
             kwargs["frames"] = (src_frames.flatten(1), expansion.R_dst.flatten(1))
         if "rel_frames" in wanted:
             kwargs["rel_frames"] = expansion.rel
@@ -78,8 +89,9 @@ class TFMessagePassing(MessagePassing):
             **kwargs,
         )
 
-    def _collect(self, args, edge_index, size, kwargs):
-        out = super()._collect(args, edge_index, size, kwargs)
+    def after_collect(self, collected: dict[str, Any]) -> dict[str, Any]:
+        """``frames_i`` / ``frames_j`` back to ``(E, d, d)`` after PyG lifted them per edge."""
+        out = collected
         for key in ("frames_i", "frames_j"):
             value = out.get(key)
             if isinstance(value, torch.Tensor):

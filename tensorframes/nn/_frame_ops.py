@@ -6,10 +6,34 @@ from typing import NamedTuple
 
 import torch
 
+from ..frames import Frames
+from ..reps import as_reps
 from ..reps.base import Reps, check_matrices
 
+#: One frame per node: a :class:`~tensorframes.Frames` or its raw ``(N, d, d)`` matrices.
+FramesLike = Frames | torch.Tensor
+#: ``frames`` of a graph: one :data:`FramesLike`, or a ``(frames_src, frames_dst)`` pair.
+GraphFrames = FramesLike | tuple[FramesLike, FramesLike] | list
+#: Reps of a feature: a :class:`~tensorframes.reps.Reps` or a reps string.
+RepsLike = Reps | str
 
-def frame_matrices(frames, *, name: str = "frames") -> torch.Tensor:
+
+def parse_reps(spec: RepsLike, *, name: str = "reps", spatial_dim: int = 3) -> Reps:
+    """``spec`` as a :class:`Reps`: a Reps as is, a string through
+    :func:`tensorframes.reps.as_reps` (``"...n"``/``"...p"`` tokens as TensorReps in
+    ``spatial_dim``, ``"...e"``/``"...o"`` as Irreps).
+
+    Raises:
+        TypeError: ``spec`` is neither a Reps nor a string.
+        ValueError: a string that parses as neither.
+    """
+    try:
+        return as_reps(spec, spatial_dim=spatial_dim)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{name}: {err}") from None
+
+
+def frame_matrices(frames: FramesLike, *, name: str = "frames") -> torch.Tensor:
     """The ``(N, d, d)`` matrices of a :class:`~tensorframes.Frames` (or of a raw tensor)."""
     mats = getattr(frames, "matrices", frames)
     if not isinstance(mats, torch.Tensor):
@@ -38,20 +62,28 @@ def _check_reps_input(x: torch.Tensor, frames: torch.Tensor, reps: Reps, name: s
         )
 
 
-def to_local(x: torch.Tensor, frames, reps: Reps) -> torch.Tensor:
+def to_local(x: torch.Tensor, frames: FramesLike, reps: RepsLike) -> torch.Tensor:
     """World-frame features to each node's local frame: ``rho(R_i) x_i``.
+
+    ``reps`` is a :class:`~tensorframes.reps.Reps` or a reps string (``"1x1n"`` parses as
+    TensorReps in the frames' dimension, ``"1x1o"`` as Irreps).
 
     Shapes:
         x: ``(N, reps.dim)``; frames: ``N`` frames; returns ``(N, reps.dim)``.
     """
     R = frame_matrices(frames)
+    reps = parse_reps(reps, spatial_dim=R.shape[-1])
     _check_reps_input(x, R, reps, "x")
     return reps.transform(x, R.to(x.dtype))
 
 
-def to_global(x: torch.Tensor, frames, reps: Reps) -> torch.Tensor:
-    """Local features back to world coordinates: ``rho(R_i^T) x_i`` (undoes :func:`to_local`)."""
+def to_global(x: torch.Tensor, frames: FramesLike, reps: RepsLike) -> torch.Tensor:
+    """Local features back to world coordinates: ``rho(R_i^T) x_i`` (undoes :func:`to_local`).
+
+    ``reps`` as in :func:`to_local` (a Reps or a reps string).
+    """
     R = frame_matrices(frames)
+    reps = parse_reps(reps, spatial_dim=R.shape[-1])
     _check_reps_input(x, R, reps, "x")
     return reps.transform(x, R.transpose(-1, -2).to(x.dtype))
 
@@ -70,19 +102,23 @@ class EdgeFrames(NamedTuple):
     rel: torch.Tensor
 
     @classmethod
-    def compute(cls, edge_index: torch.Tensor, frames, *, flow: str = "source_to_target"):
+    def compute(
+        cls, edge_index: torch.Tensor, frames: GraphFrames, *, flow: str = "source_to_target"
+    ) -> EdgeFrames:
         """Relative frames for ``edge_index`` and ``frames`` (a Frames or ``(src, dst)`` pair)."""
         R_src, R_dst = split_frames(frames)
         src, dst = edge_endpoints(edge_index, flow)
         return cls(src, dst, cls.compute_rel(src, dst, R_src, R_dst))
 
     @staticmethod
-    def compute_rel(src, dst, R_src, R_dst) -> torch.Tensor:
+    def compute_rel(
+        src: torch.Tensor, dst: torch.Tensor, R_src: torch.Tensor, R_dst: torch.Tensor
+    ) -> torch.Tensor:
         """``R_dst[dst] @ R_src[src]^T``, one ``(d, d)`` matrix per edge."""
         return R_dst.index_select(0, dst) @ R_src.index_select(0, src).transpose(-1, -2)
 
 
-def split_frames(frames) -> tuple[torch.Tensor, torch.Tensor]:
+def split_frames(frames: GraphFrames) -> tuple[torch.Tensor, torch.Tensor]:
     """``(R_src, R_dst)`` matrices from a Frames or a ``(frames_src, frames_dst)`` pair."""
     if isinstance(frames, (tuple, list)):
         if len(frames) != 2:

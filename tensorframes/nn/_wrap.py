@@ -1,13 +1,14 @@
 """``wrap``: make any PyG ``MessagePassing`` layer equivariant through local frames.
 
-Semantics (``shared/DESIGN.md``): target node ``i`` sees every neighbour ``j`` in its own frame.
+Semantics (``docs/design.md``): target node ``i`` sees every neighbour ``j`` in its own frame.
 The wrapped layer returns exactly what the unmodified layer returns on the *edge-expanded
 bipartite graph*: every edge ``j -> i`` gets its own source copy carrying ``rho(R_i R_j^T) x_j``
 (and ``R_i pos_j`` for world-frame inputs), while target ``i`` carries ``x_i`` (and
 ``R_i pos_i``).
 
-Implementation: the expansion is built explicitly, and the layer is called on it. The source set
-is ``[self slots | edge copies]``: slot ``n`` (``n < min(N_src, N_dst)``) holds source node ``n``
+Implementation: the expansion (``EdgeExpansion`` in ``_expansion.py``, which documents its
+layout) is built explicitly, and the layer is called on it. The source set is
+``[self slots | edge copies]``: slot ``n`` (``n < min(N_src, N_dst)``) holds source node ``n``
 carried into target ``n``'s frame (for an ordinary graph that is ``x_n`` itself), then one copy
 per edge. An edge ``j -> i`` with ``j == i`` points at slot ``j`` instead of its copy, so layers
 that remove and re-add self loops (GATConv, PointNetConv, ...) recognise it exactly as on the
@@ -17,7 +18,7 @@ PointTransformerConv, ...) acts after the frame change, as the semantics demand,
 involved: the result is the same under ``torch.compile``.
 
 Layers that cannot take bipartite input get an adapter that runs their own submodules on the
-expansion (see ``_ADAPTERS``): ``GCNConv`` (normalisation from the original graph's degrees, its
+expansion (see ``_find_adapter``): ``GCNConv`` (normalisation from the original graph's degrees, its
 linear map after the frame change) and ``DynamicEdgeConv`` (its k-NN graph computed on
 world-frame features, where distances between nodes in different frames are meaningful).
 """
@@ -25,138 +26,18 @@ world-frame features, where distances between nodes in different frames are mean
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
-from torch_geometric.nn import MessagePassing
+from torch_geometric.nn import DynamicEdgeConv, GCNConv, MessagePassing
+from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
-from ..reps.base import Reps
-from ._frame_ops import EdgeFrames, edge_endpoints, split_frames
-
-
-def _as_reps(spec, name: str) -> Reps:
-    from ..reps import as_reps
-
-    try:
-        return as_reps(spec)
-    except (TypeError, ValueError) as err:
-        raise type(err)(f"reps of {name!r}: {err}") from None
-
-
-def _pair(value, bipartite: bool, name: str):
-    """``(src, dst)`` of a node-level argument given as a tensor or a pair."""
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"{name!r} must be a tensor or a (src, dst) pair")
-        return value[0], value[1]
-    if bipartite:
-        raise ValueError(
-            f"bipartite frames were given, so {name!r} must be a (src, dst) pair of tensors"
-        )
-    return value, value
-
-
-def _check_rows(x: torch.Tensor, n: int, reps: Reps, name: str, which: str) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name!r} ({which}) must be a tensor, got {type(x).__name__}")
-    if x.dim() != 2 or x.shape[-1] != reps.dim:
-        raise ValueError(
-            f"{name!r} ({which}) must have shape (N, {reps.dim}) for reps {reps!r}, "
-            f"got {tuple(x.shape)}"
-        )
-    if x.shape[0] != n:
-        raise ValueError(
-            f"{name!r} ({which}) has {x.shape[0]} rows but the {which} frames number {n}"
-        )
-
-
-class _Expansion:
-    """The edge-expanded bipartite graph of one call, shared by all wrapped arguments."""
-
-    def __init__(self, edge_index, frames, flow, edge_frames: EdgeFrames | None):
-        self.bipartite = isinstance(frames, (tuple, list))
-        self.R_src, self.R_dst = split_frames(frames)
-        self.flow = flow
-        if edge_frames is None:
-            src, dst = edge_endpoints(edge_index, flow)
-            self._rel = None  # computed on first use, after the inputs were checked
-        else:
-            src, dst, self._rel = edge_frames
-            e_src, e_dst = edge_endpoints(edge_index, flow)
-            same = src.shape == e_src.shape and torch.equal(src, e_src) and torch.equal(dst, e_dst)
-            if not same:
-                raise ValueError(
-                    "edge_frames were computed for another graph or flow: their "
-                    f"{src.shape[0]} edges do not match edge_index ({e_src.shape[0]} edges, "
-                    f"flow={flow!r}); use EdgeFrames.compute(edge_index, frames, flow=layer.flow)"
-                )
-        self.src, self.dst = src, dst
-        self.n_src, self.n_dst = self.R_src.shape[0], self.R_dst.shape[0]
-        self.n_slots = min(self.n_src, self.n_dst)
-        copy_index = self.n_slots + torch.arange(src.shape[0], device=src.device)
-        # self loops point at their slot so that layers recognise them as self loops
-        self.slot = torch.where(src == dst, src, copy_index)
-        self._gather_cache = None
-
-    @property
-    def rel(self) -> torch.Tensor:
-        """``R_i R_j^T`` per edge (shared by every argument of the call)."""
-        if self._rel is None:
-            self._rel = EdgeFrames.compute_rel(self.src, self.dst, self.R_src, self.R_dst)
-        return self._rel
-
-    @property
-    def num_sources(self) -> int:
-        return self.n_slots + self.src.shape[0]
-
-    def edge_index(self) -> torch.Tensor:
-        ei = torch.stack([self.slot, self.dst])
-        return ei if self.flow == "source_to_target" else ei.flip(0)
-
-    def _gather(self):
-        """Source row of every expanded source and the matrix carrying it into its target.
-
-        One gather and one transform produce all ``M + E`` sources, so no concatenation pass
-        over the edge copies is needed. Slots carry ``R_n R_n^T = 1`` on ordinary graphs.
-        """
-        if self._gather_cache is None:
-            m = self.n_slots
-            index = torch.cat([torch.arange(m, device=self.src.device), self.src])
-            slot_rel = self.R_dst[:m] @ self.R_src[:m].transpose(-1, -2)
-            self._gather_cache = index, torch.cat([slot_rel, self.rel])
-        return self._gather_cache
-
-    def local(self, value, reps: Reps, name: str):
-        """``(sources, dst)`` for a local feature: copies carry ``rho(R_i R_j^T) x_j``."""
-        x_src, x_dst = _pair(value, self.bipartite, name)
-        if x_src is None:
-            return None if x_dst is None else (None, x_dst)
-        _check_rows(x_src, self.n_src, reps, name, "source")
-        if x_dst is not None and x_dst is not x_src:
-            _check_rows(x_dst, self.n_dst, reps, name, "target")
-        index, rel = self._gather()
-        return reps.transform(x_src.index_select(0, index), rel.to(x_src.dtype)), x_dst
-
-    def world(self, value, reps: Reps, name: str):
-        """``(sources, dst)`` for a world-frame input: ``R_i p_j`` on copies, ``R_i p_i`` on i."""
-        p_src, p_dst = _pair(value, self.bipartite, name)
-        if p_src is None:
-            return value
-        _check_rows(p_src, self.n_src, reps, name, "source")
-        R_dst = self.R_dst.to(p_src.dtype)
-        index, _ = self._gather()
-        receivers = torch.cat([torch.arange(self.n_slots, device=index.device), self.dst])
-        sources = reps.transform(p_src.index_select(0, index), R_dst.index_select(0, receivers))
-        if p_dst is None:
-            dst = None
-        elif p_dst is p_src and self.n_slots == self.n_dst:
-            dst = sources[: self.n_dst]  # slot n is node n in its own frame
-        else:
-            if p_dst is not p_src:
-                _check_rows(p_dst, self.n_dst, reps, name, "target")
-            dst = reps.transform(p_dst, R_dst)
-        return sources, dst
+from .._compat import share_module_state
+from ..graph import knn
+from ._expansion import EdgeExpansion, expand_args, parse_reps_map, split_pair
+from ._frame_ops import EdgeFrames, GraphFrames, RepsLike, to_global
 
 
 class FrameWrapped(nn.Module):
@@ -166,7 +47,12 @@ class FrameWrapped(nn.Module):
     ``state_dict`` keys), so checkpoints of the plain and the wrapped layer are interchangeable.
     """
 
-    def __init__(self, layer: MessagePassing, local: Mapping, world: Mapping):
+    def __init__(
+        self,
+        layer: MessagePassing,
+        local: Mapping[str, RepsLike] | None,
+        world: Mapping[str, RepsLike] | None,
+    ) -> None:
         super().__init__()
         if not isinstance(layer, MessagePassing):
             raise TypeError(
@@ -174,16 +60,14 @@ class FrameWrapped(nn.Module):
                 f"{type(layer).__name__}"
             )
         object.__setattr__(self, "_layer", layer)
-        # share the layer's parameter/buffer/module dicts: state_dict, .to() and parameters()
-        # pass through with identical keys
-        object.__setattr__(self, "_parameters", layer._parameters)
-        object.__setattr__(self, "_buffers", layer._buffers)
-        object.__setattr__(self, "_modules", layer._modules)
+        # the layer's parameter/buffer/module dicts: state_dict, .to() and parameters() pass
+        # through with identical keys
+        share_module_state(self, layer)
         self._signature = inspect.signature(layer.forward)
         params = set(self._signature.parameters)
         adapter = _find_adapter(layer)
-        self.local = {k: _as_reps(v, k) for k, v in dict(local or {}).items()}
-        self.world = {k: _as_reps(v, k) for k, v in dict(world or {}).items()}
+        self.local = parse_reps_map(local)
+        self.world = parse_reps_map(world)
         # node-level inputs of forward; the layer may project them before propagating
         allowed = params - {"edge_index", "edge_weight", "edge_attr", "size", "batch"}
         for kind, mapping in (("local", self.local), ("world", self.world)):
@@ -213,16 +97,24 @@ class FrameWrapped(nn.Module):
 
     @property
     def layer(self) -> MessagePassing:
+        """The wrapped PyG layer (the very object passed to :func:`wrap`)."""
         return self._layer
 
-    def forward(self, *args, frames, edge_frames: EdgeFrames | None = None, **kwargs):
+    def forward(
+        self,
+        *args: Any,
+        frames: GraphFrames,
+        edge_frames: EdgeFrames | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """The layer's forward on the edge-expanded graph; arguments as the layer's own."""
         try:
             bound = self._signature.bind(*args, **kwargs)
         except TypeError as e:
             raise TypeError(f"{type(self._layer).__name__}.forward: {e}") from None
         return self._adapter(self, dict(bound.arguments), frames, edge_frames)
 
-    def train(self, mode: bool = True):
+    def train(self, mode: bool = True) -> FrameWrapped:
         super().train(mode)
         self._layer.train(mode)  # the layer's own flag (dropout in GATConv etc.)
         return self
@@ -236,19 +128,9 @@ class FrameWrapped(nn.Module):
         return f"wrap({self._layer!r}, local={local}, world={world})"
 
 
-def _expand_args(local: Mapping, world: Mapping, arguments: dict, expansion: _Expansion) -> dict:
-    """``arguments`` with every local / world argument replaced by its ``(sources, dst)``."""
-    new = dict(arguments)
-    for name, reps in local.items():
-        if name in new:
-            new[name] = expansion.local(new[name], reps, name)
-    for name, reps in world.items():
-        if name in new:
-            new[name] = expansion.world(new[name], reps, name)
-    return new
-
-
-def _expand_and_call(module: FrameWrapped, arguments: dict, frames, edge_frames):
+def _expand_and_call(
+    module: FrameWrapped, arguments: dict, frames: GraphFrames, edge_frames: EdgeFrames | None
+) -> Any:
     """Generic path: call the unmodified layer on the edge-expanded bipartite graph.
 
     With ``flow="target_to_source"`` PyG's layers read bipartite pairs inconsistently (messages
@@ -258,7 +140,7 @@ def _expand_and_call(module: FrameWrapped, arguments: dict, frames, edge_frames)
     """
     layer = module.layer
     edge_index = arguments["edge_index"]
-    expansion = _Expansion(edge_index, frames, layer.flow, edge_frames)
+    expansion = EdgeExpansion(edge_index, frames, layer.flow, edge_frames)
     if (expansion.bipartite and expansion.n_dst > expansion.n_src
             and getattr(layer, "add_self_loops", False)):
         # the layer would add loops to every target, also to targets >= n_src, which have no
@@ -268,7 +150,7 @@ def _expand_and_call(module: FrameWrapped, arguments: dict, frames, edge_frames)
             f"({expansion.n_dst}) than sources ({expansion.n_src}) is ambiguous; build the layer "
             "with add_self_loops=False and add the loops to edge_index explicitly"
         )
-    new = _expand_args(module.local, module.world, arguments, expansion)
+    new = expand_args(module.local, module.world, arguments, expansion)
     new["edge_index"] = expansion.edge_index()
     takes_size = "size" in module._signature.parameters
     if layer.flow == "source_to_target":
@@ -288,14 +170,14 @@ def _expand_and_call(module: FrameWrapped, arguments: dict, frames, edge_frames)
     return layer(**new)[: expansion.n_dst]
 
 
-def _gcn_conv(module: FrameWrapped, arguments: dict, frames, edge_frames):
+def _gcn_conv(
+    module: FrameWrapped, arguments: dict, frames: GraphFrames, edge_frames: EdgeFrames | None
+) -> torch.Tensor:
     """GCNConv: symmetric normalisation from the original graph, ``lin`` after the frame change.
 
     ``out_i = b + sum_{j in N(i) + {i}} w_ij Theta rho(R_i R_j^T) x_j`` with GCNConv's own
     ``w_ij`` (degrees of the original graph, its self loops and ``improved`` fill value).
     """
-    from torch_geometric.nn.conv.gcn_conv import gcn_norm
-
     layer = module.layer
     if isinstance(frames, (tuple, list)):
         raise ValueError("GCNConv does not support bipartite graphs; pass one Frames")
@@ -308,7 +190,7 @@ def _gcn_conv(module: FrameWrapped, arguments: dict, frames, edge_frames):
         edge_index, edge_weight = gcn_norm(
             edge_index, edge_weight, n, layer.improved, layer.add_self_loops, layer.flow, x.dtype
         )
-    expansion = _Expansion(edge_index, frames, layer.flow, None)
+    expansion = EdgeExpansion(edge_index, frames, layer.flow, None)
     sources, _ = expansion.local(x, module.local["x"], "x")
     h = layer.lin(sources)
     out = layer.propagate(expansion.edge_index(), x=h, edge_weight=edge_weight, size=None)
@@ -318,16 +200,15 @@ def _gcn_conv(module: FrameWrapped, arguments: dict, frames, edge_frames):
     return out
 
 
-def _dynamic_edge_conv(module: FrameWrapped, arguments: dict, frames, edge_frames):
+def _dynamic_edge_conv(
+    module: FrameWrapped, arguments: dict, frames: GraphFrames, edge_frames: EdgeFrames | None
+) -> torch.Tensor:
     """DynamicEdgeConv: k-NN in world-frame feature space, then EdgeConv on the expansion.
 
     Distances between features of different nodes only mean something in one common frame; since
     every ``rho`` is orthogonal, ``|x_i - rho(R_i R_j^T) x_j| = |x_i^world - x_j^world|``, so the
     graph is the k-NN graph of the world-frame features (``tensorframes.graph.knn``).
     """
-    from .. import graph
-    from ._frame_ops import to_global
-
     layer = module.layer
     if "x" not in module.local:
         raise ValueError("wrapping DynamicEdgeConv needs local={'x': reps}")
@@ -335,15 +216,15 @@ def _dynamic_edge_conv(module: FrameWrapped, arguments: dict, frames, edge_frame
         raise ValueError("DynamicEdgeConv builds its own graph: omit edge_frames")
     reps = module.local["x"]
     bipartite = isinstance(frames, (tuple, list))
-    x_src, x_dst = _pair(arguments["x"], bipartite, "x")
+    x_src, x_dst = split_pair(arguments["x"], bipartite, "x")
     b = arguments.get("batch")
     b_src, b_dst = (b if isinstance(b, (tuple, list)) else (b, b)) if b is not None else (None,
                                                                                          None)
     f_src, f_dst = (frames if bipartite else (frames, frames))
     world_src = to_global(x_src, f_src, reps)
     world_dst = world_src if not bipartite else to_global(x_dst, f_dst, reps)
-    edge_index = graph.knn(world_src, world_dst, layer.k, b_src, b_dst).flip([0])
-    expansion = _Expansion(edge_index, frames, layer.flow, None)
+    edge_index = knn(world_src, world_dst, layer.k, b_src, b_dst).flip([0])
+    expansion = EdgeExpansion(edge_index, frames, layer.flow, None)
     sources, dst = expansion.local(arguments["x"], reps, "x")
     if layer.flow != "source_to_target":
         raise ValueError("wrapped DynamicEdgeConv supports flow='source_to_target' only")
@@ -352,16 +233,23 @@ def _dynamic_edge_conv(module: FrameWrapped, arguments: dict, frames, edge_frame
     )
 
 
-def _find_adapter(layer: MessagePassing):
-    from torch_geometric.nn import DynamicEdgeConv, GCNConv
+#: ``adapter(module, bound arguments, frames, edge_frames) -> output`` for a layer type.
+_Adapter = Callable[[FrameWrapped, dict, GraphFrames, "EdgeFrames | None"], Any]
 
+
+def _find_adapter(layer: MessagePassing) -> _Adapter | None:
     for cls, fn in ((GCNConv, _gcn_conv), (DynamicEdgeConv, _dynamic_edge_conv)):
         if type(layer) is cls:
             return fn
     return None
 
 
-def wrap(layer: MessagePassing, *, local: Mapping | None = None, world: Mapping | None = None):
+def wrap(
+    layer: MessagePassing,
+    *,
+    local: Mapping[str, RepsLike] | None = None,
+    world: Mapping[str, RepsLike] | None = None,
+) -> FrameWrapped:
     """Make an existing, unmodified PyG ``MessagePassing`` layer O(d)-equivariant.
 
     The returned module keeps the layer's forward signature and adds the keyword ``frames``

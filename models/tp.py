@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch_geometric.data import Batch
 from torch_geometric.utils import scatter
 
 import tensorframes as tf
-from tensorframes.nn import TPConv
+from tensorframes.nn import TensorProductFactory, TPConv
 
 from ._common import check_batch
 
@@ -21,7 +22,7 @@ from ._common import check_batch
 class NormGate(nn.Module):
     """Equivariant nonlinearity: SiLU on scalars, ``x * sigmoid(|x| + b)`` on every other irrep."""
 
-    def __init__(self, irreps: tf.Irreps):
+    def __init__(self, irreps: tf.Irreps | str) -> None:
         super().__init__()
         self.irreps = tf.Irreps(irreps)
         n_gated = sum(mul for mul, ir in self.irreps if ir.l > 0 or ir.p != 1)
@@ -46,16 +47,16 @@ class TPNet(nn.Module):
     """A stack of ``TPConv`` layers on the k-NN graph, positions scaled to unit RMS radius.
 
     Args:
-        product: ``"cg"`` or ``"gaunt"`` (``TPConv``'s product).
+        product: ``"cg"``, ``"gaunt"`` or a tensor-product factory (``TPConv``'s product).
         hidden: irreps of the hidden features.
         num_layers: ``TPConv`` layers (the last one outputs ``1x1o``).
         k: neighbours per point.
         irreps_sh: spherical harmonics of the edges.
     """
 
-    def __init__(self, *, product: str = "cg", hidden: str = "16x0e+8x1o+4x2e",
-                 num_layers: int = 3, k: int = 16, irreps_sh: str = "0e+1o+2e",
-                 cutoff: float = 1.5):
+    def __init__(self, *, product: str | TensorProductFactory = "cg",
+                 hidden: str = "16x0e+8x1o+4x2e", num_layers: int = 3, k: int = 16,
+                 irreps_sh: str = "0e+1o+2e", cutoff: float = 1.5) -> None:
         super().__init__()
         if num_layers < 2:
             raise ValueError(f"num_layers must be >= 2, got {num_layers}")
@@ -68,7 +69,8 @@ class TPNet(nn.Module):
         )
         self.gates = nn.ModuleList(NormGate(hidden) for _ in range(num_layers - 1))
 
-    def forward(self, data) -> torch.Tensor:
+    def forward(self, data: Batch) -> torch.Tensor:
+        """Normals ``(N, 3)`` in world coordinates for a PyG batch with ``pos`` (and ``batch``)."""
         pos, batch = check_batch(data)
         centred = pos - scatter(pos, batch, 0, reduce="mean")[batch]
         rms = scatter((centred**2).sum(-1), batch, 0, reduce="mean").sqrt().clamp_min(1e-12)

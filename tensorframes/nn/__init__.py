@@ -3,7 +3,7 @@
 from ._base import TFMessagePassing
 from ._frame_ops import EdgeFrames, to_global, to_local
 from ._pool import ToGlobal, ToLocal, global_pool, knn_interpolate
-from ._tpconv import TPConv
+from ._tpconv import TensorProductFactory, TPConv
 from ._wrap import FrameWrapped, wrap
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "FrameWrapped",
     "TFMessagePassing",
     "TPConv",
+    "TensorProductFactory",
     "ToGlobal",
     "ToLocal",
     "global_pool",

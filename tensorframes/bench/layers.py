@@ -162,7 +162,7 @@ def run_versus_tp(quick: bool = False, device: str = "cpu", repeats: int | None 
     frames = tf_frames.pca(pos, edge_index=edge_index)
     edge_frames = EdgeFrames.compute(edge_index, frames)
     try:
-        import e3nn  # noqa: F401
+        from e3nn import o3 as e3nn_o3
 
         products = ("cg", "gaunt", "e3nn")
     except ImportError:
@@ -188,7 +188,9 @@ def run_versus_tp(quick: bool = False, device: str = "cpu", repeats: int | None 
                                 edge_frames=edge_frames)}
         params = {tf_name: sum(p.numel() for p in tf_layer.parameters())}
         for product in products:
-            conv = TPConv(irreps, irreps, sh, product=product, cutoff=10.0,
+            factory = (partial(e3nn_o3.TensorProduct, shared_weights=False,
+                               internal_weights=False) if product == "e3nn" else product)
+            conv = TPConv(irreps, irreps, sh, product=factory, cutoff=10.0,
                           avg_num_neighbors=k).to(device)
             name = TP_BASELINE if product == "e3nn" else f"TPConv ({product})"
             fwd[name] = partial(conv, x, pos, edge_index)

@@ -9,8 +9,7 @@ Clebsch-Gordan products (:class:`TensorProduct`, :class:`FullyConnectedTensorPro
 (:func:`expressivity`, :func:`interactions`). Everything else lives in private modules.
 """
 
-from ..reps._wigner import wigner_D_from_matrix
-from ..reps.irreps import Irrep, Irreps
+from ..reps import Irrep, Irreps, wigner_D_from_matrix
 from ._expressivity import expressivity, interactions
 from ._gaunt import GauntTensorProduct, VectorGauntTensorProduct, gaunt_coefficients
 from ._linear import Linear

@@ -99,7 +99,7 @@ def run(quick: bool = False, device: str = "cpu", repeats: int | None = None) ->
     return rows
 
 
-COLUMNS = ["task", "contender", "median", "min", "max", "points/s", "speed-up", "baseline"]
+COLUMNS = ["task", "contender", "speed-up", "baseline", "median", "min", "max", "points/s"]
 #: columns that name a row, and its ratios (``--tuned-allocator``'s side-by-side table)
 KEY_COLUMNS = ["task", "contender"]
 RATIO_COLUMNS = ["speed-up"]

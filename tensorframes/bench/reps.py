@@ -90,7 +90,7 @@ def run(quick: bool = False, device: str = "cpu", repeats: int | None = None) ->
     return rows
 
 
-COLUMNS = ["matrices", "contender", "median", "min", "max", "speed-up vs e3nn"]
+COLUMNS = ["matrices", "contender", "speed-up vs e3nn", "median", "min", "max"]
 #: columns that name a row, and its ratios (``--tuned-allocator``'s side-by-side table)
 KEY_COLUMNS = ["matrices", "contender"]
 RATIO_COLUMNS = ["speed-up vs e3nn"]

@@ -130,7 +130,7 @@ def run(quick: bool = False, device: str = "cpu", *, repeats: int | None = None,
     return rows
 
 
-COLUMNS = ["setting", "L", "product", "median", "vs e3nn", "expressivity"]
+COLUMNS = ["setting", "L", "product", "vs e3nn", "median", "expressivity"]
 #: columns that name a row, and its ratios (``--tuned-allocator``'s side-by-side table)
 KEY_COLUMNS = ["setting", "L", "product"]
 RATIO_COLUMNS = ["vs e3nn"]

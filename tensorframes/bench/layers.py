@@ -142,8 +142,8 @@ def run(quick: bool = False, device: str = "cpu", repeats: int | None = None) ->
     return rows
 
 
-COLUMNS = ["contender", "points", "edges", "forward", "fwd+bwd", "fwd+bwd min/max",
-           "forward vs plain", "fwd+bwd vs plain", "saved activations", "memory vs plain"]
+COLUMNS = ["contender", "points", "edges", "forward vs plain", "fwd+bwd vs plain",
+           "memory vs plain", "forward", "fwd+bwd", "fwd+bwd min/max", "saved activations"]
 
 TP_BASELINE = "TPConv with e3nn's TensorProduct"
 
@@ -220,8 +220,8 @@ def run_versus_tp(quick: bool = False, device: str = "cpu", repeats: int | None 
     return rows
 
 
-TP_COLUMNS = ["L", "channels", "edges", "contender", "parameters", "forward", "fwd+bwd",
-              "fwd+bwd min/max", "fwd+bwd speed-up vs e3nn TP", "saved activations"]
+TP_COLUMNS = ["L", "channels", "edges", "contender", "fwd+bwd speed-up vs e3nn TP", "parameters",
+              "forward", "fwd+bwd", "fwd+bwd min/max", "saved activations"]
 #: columns that name a row, and its ratios (``--tuned-allocator``'s side-by-side table; part 1
 #: rows have no ``L``)
 KEY_COLUMNS = ["L", "contender"]

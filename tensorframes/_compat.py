@@ -19,6 +19,7 @@ from torch_geometric.data import InMemoryDataset
 from torch_geometric.nn import MessagePassing
 
 __all__ = [
+    "CHECKED_PYG_VERSIONS",
     "CollectHookMessagePassing",
     "ProcessAlwaysInMemoryDataset",
     "keep_inherited_propagate",

@@ -9,11 +9,13 @@ import os
 import warnings
 
 import torch
+import torch_geometric
 from torch import nn
 from torch_geometric.data import Data, InMemoryDataset
 from torch_geometric.nn import MessagePassing
 
 from tensorframes._compat import (
+    CHECKED_PYG_VERSIONS,
     CollectHookMessagePassing,
     ProcessAlwaysInMemoryDataset,
     keep_inherited_propagate,
@@ -21,6 +23,15 @@ from tensorframes._compat import (
     set_collated_storage,
     share_module_state,
 )
+
+
+def test_installed_pyg_is_a_checked_version():
+    """The internals below were checked against these versions only (pyproject pins them)."""
+    major_minor = ".".join(torch_geometric.__version__.split(".")[:2])
+    assert CHECKED_PYG_VERSIONS.startswith(f"{major_minor}.x"), (
+        f"torch-geometric {torch_geometric.__version__} is not among the checked versions "
+        f"{CHECKED_PYG_VERSIONS}: re-check every entry point of tensorframes._compat"
+    )
 
 
 def _graph():

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch_geometric.data import Data
 
 import tensorframes as tf
 
 FRAME_FLAVOURS = ("plain", "augment", "pca", "learned")
 
 
-def mlp(*widths: int, act=nn.SiLU) -> nn.Sequential:
+def mlp(*widths: int, act: type[nn.Module] = nn.SiLU) -> nn.Sequential:
     """Linear layers with ``act`` between them (none after the last)."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
@@ -23,14 +24,16 @@ def mlp(*widths: int, act=nn.SiLU) -> nn.Sequential:
 class FrameBuilder(nn.Module):
     """Per-point frames for a flavour: identity (plain/augment), PCA, or learned."""
 
-    def __init__(self, flavour: str, k: int = 16):
+    def __init__(self, flavour: str, k: int = 16) -> None:
         super().__init__()
         if flavour not in FRAME_FLAVOURS:
             raise ValueError(f"frames must be one of {FRAME_FLAVOURS}, got {flavour!r}")
         self.flavour, self.k = flavour, k
         self.learned = tf.frames.LearnedFrames(k=k) if flavour == "learned" else None
 
-    def forward(self, pos: torch.Tensor, batch: torch.Tensor | None, edge_index: torch.Tensor):
+    def forward(
+        self, pos: torch.Tensor, batch: torch.Tensor | None, edge_index: torch.Tensor
+    ) -> tf.Frames:
         if self.flavour in ("plain", "augment"):
             return tf.frames.identity(pos.shape[0], dtype=pos.dtype, device=pos.device)
         if self.flavour == "pca":
@@ -54,7 +57,7 @@ def normal_head(in_channels: int, hidden: int) -> nn.Sequential:
     return head
 
 
-def check_batch(data) -> tuple[torch.Tensor, torch.Tensor]:
+def check_batch(data: Data) -> tuple[torch.Tensor, torch.Tensor]:
     """``(pos, batch)`` of a PyG Data/Batch, with a clear error for bad positions."""
     pos = getattr(data, "pos", None)
     if not isinstance(pos, torch.Tensor) or pos.dim() != 2 or pos.shape[1] != 3:

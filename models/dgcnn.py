@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch_geometric.data import Data
 from torch_geometric.nn import EdgeConv
 from torch_geometric.utils import scatter
 
@@ -34,8 +35,15 @@ class DGCNN(nn.Module):
         width: hidden width of the MLPs.
     """
 
-    def __init__(self, *, frames: str = "pca", hidden: str = "16x0n+8x1n+4x2n",
-                 num_layers: int = 3, k: int = 16, width: int = 64):
+    def __init__(
+        self,
+        *,
+        frames: str = "pca",
+        hidden: str = "16x0n+8x1n+4x2n",
+        num_layers: int = 3,
+        k: int = 16,
+        width: int = 64,
+    ) -> None:
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
@@ -51,7 +59,7 @@ class DGCNN(nn.Module):
         self.mix = mlp(num_layers * c, width, c)
         self.head = normal_head(c, width)
 
-    def forward(self, data) -> torch.Tensor:
+    def forward(self, data: Data) -> torch.Tensor:
         pos, batch = check_batch(data)
         with torch.no_grad():
             edge_index = tf.graph.knn_graph(pos, self.k, batch)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch_geometric.data import Data
 from torch_geometric.nn import PointNetConv
 
 import tensorframes as tf
@@ -42,7 +43,7 @@ class PointNet2(nn.Module):
         ratios: tuple[float, float] = (0.25, 0.25),
         k: int = 16,
         width: int = 64,
-    ):
+    ) -> None:
         super().__init__()
         self.reps = [tf.TensorReps(h) for h in hidden]
         self.ratios, self.k = tuple(ratios), k
@@ -59,7 +60,9 @@ class PointNet2(nn.Module):
         self.fp1 = mlp(c1 + c0, width, c0)
         self.head = normal_head(c0, width)
 
-    def _sample(self, pos, batch, ratio):
+    def _sample(
+        self, pos: torch.Tensor, batch: torch.Tensor, ratio: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             idx = tf.graph.fps(pos, batch, ratio, random_start=False)
             sub_pos, sub_batch = pos[idx], batch[idx]
@@ -67,7 +70,7 @@ class PointNet2(nn.Module):
             y_idx, x_idx = tf.graph.knn(pos, sub_pos, self.k, batch, sub_batch)
         return idx, sub_pos, sub_batch, torch.stack([x_idx, y_idx])
 
-    def forward(self, data) -> torch.Tensor:
+    def forward(self, data: Data) -> torch.Tensor:
         pos, batch = check_batch(data)
         with torch.no_grad():
             edge_index0 = tf.graph.knn_graph(pos, self.k, batch)

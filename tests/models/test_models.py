@@ -112,3 +112,43 @@ def test_tp_baseline_is_o3_equivariant(product):
     report = assert_equivariant(_as_fn(model, batch), (batch.pos,), (POSITIONS,), "1x1o",
                                 n_samples=2)
     assert report["output[0]"] < 1e-10
+
+
+def test_pca_arch_is_the_parameter_free_pca_estimate():
+    model = models.build("pca", "pca", k=8)
+    assert "pca" in models.ARCHS and isinstance(model, models.PCABaseline)
+    assert sum(p.numel() for p in model.parameters()) == 0
+    assert (model.arch, model.flavour, model.options, model.augment) == ("pca", "pca", {"k": 8},
+                                                                         False)
+    batch = _batch()
+    torch.testing.assert_close(model(batch), models.pca_normals(batch, k=8), rtol=0, atol=0)
+    assert not torch.allclose(model(batch), models.build("pca", "pca", k=24)(batch))
+    with pytest.raises(ValueError, match="unknown flavour"):
+        models.build("pca", "plain")
+
+
+def test_load_rebuilds_a_normals_checkpoint(tmp_path):
+    from examples._normals_io import CHECKPOINT_FORMAT
+
+    torch.manual_seed(0)
+    options = {"hidden": "4x0n+2x1n+1x2n", "width": 16, "k": 8, "num_layers": 2}
+    trained = models.build("dgcnn", "pca", **options)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # not the initialisation of a fresh build
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "arch": "dgcnn", "flavour": "pca",
+                "options": options, "model": trained.state_dict(), "epoch": 3}, path)
+    torch.manual_seed(1)
+    model = models.load(str(path))
+    assert (model.arch, model.flavour, model.options) == ("dgcnn", "pca", options)
+    assert not model.training
+    batch = _batch()
+    torch.testing.assert_close(model(batch), trained.eval()(batch), rtol=0, atol=0)
+
+    torch.save({"format": "something else", "model": {}}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a checkpoint of the normals example"):
+        models.load(str(tmp_path / "other.pt"))
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="cannot be read"):
+        models.load(str(tmp_path / "junk.pt"))

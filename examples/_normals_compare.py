@@ -18,6 +18,7 @@ the per-point angular errors of every row, as given and under random O(3)).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime
 import io
@@ -29,6 +30,7 @@ import time
 import traceback
 
 import torch
+from torch_geometric.data import Dataset
 
 from ._normals_config import Config
 from ._normals_data import build_datasets
@@ -128,6 +130,8 @@ UNAVAILABLE = (ImportError, NotImplementedError, AttributeError)
 
 @dataclasses.dataclass
 class RowResult:
+    """One row of the comparison: the model, its metrics, or why it was skipped or failed."""
+
     key: str
     label: str
     arch: str
@@ -141,12 +145,14 @@ class RowResult:
     errors: dict | None = None
 
     def summary(self) -> dict:
+        """Everything but the per-point errors (for ``results.json``)."""
         d = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("errors", "metrics")}
         d["metrics"] = self.metrics
         return d
 
 
 def preset_rows(preset: dict, only: str | None) -> list[tuple[str, str, str, str, dict]]:
+    """``(key, label, arch, flavour, options)`` of the rows named in ``only`` (default all)."""
     keys = [r[0] for r in ROWS]
     wanted = keys if not only else [k.strip() for k in only.split(",") if k.strip()]
     unknown = [k for k in wanted if k not in keys]
@@ -159,7 +165,8 @@ def preset_rows(preset: dict, only: str | None) -> list[tuple[str, str, str, str
     ]
 
 
-def run_compare(args) -> int:
+def run_compare(args: argparse.Namespace) -> int:
+    """The ``compare`` command: the preset's rows, with the flags' overrides."""
     if args.preset not in PRESETS:
         raise ValueError(f"--preset must be one of {PUBLIC_PRESETS}, got {args.preset!r}")
     preset = PRESETS[args.preset]
@@ -259,7 +266,14 @@ def compare(
     return 1 if any(r.status == "failed" for r in results) else 0
 
 
-def _train_row(res: RowResult, base: dict, out: str, resume: bool, datasets, device) -> None:
+def _train_row(
+    res: RowResult,
+    base: dict,
+    out: str,
+    resume: bool,
+    datasets: tuple[Dataset, Dataset],
+    device: torch.device,
+) -> None:
     row_out = osp.join(out, res.key)
     ckpt_path = osp.join(row_out, CHECKPOINT_NAME)
     cfg = Config(
@@ -371,6 +385,7 @@ def _csv_row(r: RowResult) -> dict:
 
 
 def machine_info() -> dict:
+    """Platform, processor, threads and versions (stored with the results)."""
     info = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),

@@ -27,7 +27,7 @@ pointnet_tf = wrap(pointnet, local={"x": reps}, world={"pos": "1x1n"})
 gat_tf = wrap(gat, local={"x": reps})
 
 
-def equivariant_model(x_world, pos):
+def equivariant_model(x_world: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """World in, world out: PCA frames from the cloud, features carried between frames."""
     edge_index = tf.graph.knn_graph(pos, k=12)
     frames = tf.frames.pca(pos, edge_index=edge_index)
@@ -37,7 +37,7 @@ def equivariant_model(x_world, pos):
     return to_global(h, frames, reps)
 
 
-def plain_model(x_world, pos):
+def plain_model(x_world: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """The same layers used directly on world-frame features: not equivariant."""
     edge_index = tf.graph.knn_graph(pos, k=12)
     return gat(pointnet(x_world, pos, edge_index), edge_index)

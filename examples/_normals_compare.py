@@ -409,7 +409,7 @@ def machine_info() -> dict:
 def plot_errors(results: list[RowResult], path: str, title: str = "") -> None:
     """Cumulative distributions of per-point errors: unoriented (left) and oriented (right);
     solid = test clouds as given, dashed = under random O(3)."""
-    import matplotlib
+    import matplotlib  # optional, and slow to import: only for the plot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

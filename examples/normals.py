@@ -36,6 +36,9 @@ import os
 import os.path as osp
 import sys
 
+import torch
+
+from ._normals_compare import run_compare
 from ._normals_config import MODEL_KEYS, Config
 from ._normals_data import build_datasets
 from ._normals_dist import resolve_device
@@ -249,8 +252,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
-
     explicit = _explicit(args)
     requested = {k: explicit[k] for k in MODEL_KEYS if k in explicit}
     if explicit.get("arch") == "pca" and args.checkpoint is None:
@@ -329,8 +330,6 @@ def metrics_table(m: dict) -> str:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ._normals_compare import run_compare
-
     return run_compare(args)
 
 

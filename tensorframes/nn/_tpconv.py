@@ -11,11 +11,8 @@ import torch
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import scatter
 
-from ..o3._gaunt import GauntTensorProduct
-from ..o3._linear import Linear
-from ..o3._spherical_harmonics import spherical_harmonics
-from ..o3._tensor_product import TensorProduct
-from ..reps.irreps import Irreps
+from ..o3 import GauntTensorProduct, Linear, TensorProduct, spherical_harmonics
+from ..reps import Irreps
 
 __all__ = ["TPConv", "TensorProductFactory"]
 

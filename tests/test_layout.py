@@ -9,16 +9,16 @@ depend on its package's ``__init__``).
 
 The layers (a module may import only from its own layer or lower ones):
 
-====================  =====
-``_math``, ``_compat``  0
-``graph``               1
-``reps``                2
-``frames``              3
-``o3``                  4
-``nn``                  5
-``data``                6
-``testing``, ``bench``  7
-====================  =====
+==================================  =====
+``_math``, ``_compat``, ``_checks``   0
+``graph``                             1
+``reps``                              2
+``frames``                            3
+``o3``                                4
+``nn``                                5
+``data``                              6
+``testing``, ``bench``                7
+==================================  =====
 
 The top-level ``tensorframes/__init__.py`` gathers every layer; it may import anything, and no
 library module may import it. Further: every import of a package module resolves to a file, no
@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 LAYERS = {
     "_math": 0,
     "_compat": 0,
+    "_checks": 0,
     "graph": 1,
     "reps": 2,
     "frames": 3,

@@ -126,6 +126,12 @@ class _SignalProductBase(StaticBuffers):
         self.combos = [(a, b) for a in range(len(self.lin1.types))
                        for b in range(len(self.lin2.types))]
 
+    def reset_parameters(self) -> None:
+        """Re-draw every weight (input maps, then output map) from the standard normal."""
+        for lin in (self.lin1, self.lin2, getattr(self, "lin_out", None)):
+            if lin is not None:
+                lin.reset_parameters()
+
     def _check(self, x1: torch.Tensor, x2: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Size]:
         if x1.shape[-1] != self.irreps_in1.dim or x2.shape[-1] != self.irreps_in2.dim:

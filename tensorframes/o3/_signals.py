@@ -42,6 +42,10 @@ class _ToSignals(StaticBuffers):
         scale = [1 / math.sqrt(fan[ir]) for mul, ir in irreps for _ in range(mul)]
         self.register_static("row_scale", torch.tensor(scale, dtype=torch.float64)[:, None])
 
+    def reset_parameters(self) -> None:
+        """Re-draw the weights from the standard normal (as at construction)."""
+        torch.nn.init.normal_(self.weight)
+
     def weight_rows(self) -> torch.Tensor:
         """All blocks' normalised weights stacked: ``(sum of multiplicities, channels)``."""
         return self.weight * self.row_scale
@@ -121,6 +125,10 @@ class _FromSignals(StaticBuffers):
                     scale += [1 / math.sqrt(len(terms) * channels)] * mul
         self.register_static("column_index", torch.tensor(index, dtype=torch.long))
         self.register_static("column_scale", torch.tensor(scale, dtype=torch.float64))
+
+    def reset_parameters(self) -> None:
+        """Re-draw the weights from the standard normal (as at construction)."""
+        torch.nn.init.normal_(self.weight)
 
     def weight_columns(self) -> torch.Tensor:
         """All blocks' weights side by side: ``(T, channels, sum of multiplicities)``, 0 where a

@@ -129,6 +129,11 @@ class TensorProduct(StaticBuffers):
             self.register_parameter("weight", None)
         self._build()
 
+    def reset_parameters(self) -> None:
+        """Re-draw the internal weights (if any) from the standard normal, as at construction."""
+        if self.weight is not None:
+            torch.nn.init.normal_(self.weight)
+
     # -- static data ---------------------------------------------------------------------------
     def _build(self) -> None:
         desc = self.description

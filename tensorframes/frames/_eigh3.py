@@ -16,6 +16,14 @@ Algorithm (robust at repeated eigenvalues, no iteration, no LAPACK call):
 
 Degenerate inputs (``A = 0``, ``A = cI``) take deterministic fallbacks and stay finite; the
 result is always an orthonormal set of eigenvectors.
+
+Gradients: :func:`eigh3_packed_differentiable` runs the same closed form forward and the
+analytic backward of a symmetric eigen-decomposition, ``dA = V^T (diag(dl) + F o (V dV^T)) V``
+with ``F_ab = 1 / (l_b - l_a)``. Eigenvalue gradients are exact everywhere. Eigenvector
+gradients are undefined where two eigenvalues coincide (the eigenvectors may rotate freely in
+their plane): there the term ``F_ab`` of that pair (gap below ``32 eps`` of the dtype times the
+largest ``|l|``) is set to 0, so gradients stay finite (no NaN, no inf) and carry no rotation
+within the degenerate plane; near (not at) a degeneracy they are large, as ``1 / gap``.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import math
 
 import torch
 
-__all__ = ["eigh3", "eigh3_packed"]
+__all__ = ["eigh3", "eigh3_packed", "eigh3_packed_differentiable"]
 
 
 def _cross(a, b):
@@ -133,17 +141,59 @@ def eigh3_packed(a00: torch.Tensor, a01: torch.Tensor, a02: torch.Tensor, a11: t
     return tuple(x * s for x in vals), tuple(vecs)
 
 
+class _Eigh3(torch.autograd.Function):
+    """Closed-form forward, analytic backward (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, *a):  # noqa: ANN001, ANN205 (autograd.Function protocol)
+        vals, vecs = eigh3_packed(*a)
+        ctx.save_for_backward(torch.stack(vals, -1),
+                              torch.stack([torch.stack(v, -1) for v in vecs], -2))
+        return (*vals, *(c for v in vecs for c in v))
+
+    @staticmethod
+    def backward(ctx, *grads):  # noqa: ANN001, ANN205
+        lam, V = ctx.saved_tensors  # (..., 3), (..., 3, 3) rows = eigenvectors
+        zero = torch.zeros_like(lam[..., 0])
+        g = [zero if x is None else x for x in grads]
+        gl = torch.stack(g[:3], -1)
+        gV = torch.stack([torch.stack(g[3 + 3 * r: 6 + 3 * r], -1) for r in range(3)], -2)
+        K = V @ gV.transpose(-1, -2)  # K_ab = v_a . g_b
+        gap = lam[..., None, :] - lam[..., :, None]  # gap_ab = l_b - l_a
+        tol = 32 * torch.finfo(lam.dtype).eps * lam.abs().amax(-1)[..., None, None]
+        ok = gap.abs() > tol
+        F = torch.where(ok, 1.0 / torch.where(ok, gap, torch.ones_like(gap)),
+                        torch.zeros_like(gap))
+        inner = torch.diag_embed(gl) + F * K
+        gA = V.transpose(-1, -2) @ inner @ V
+        gA = 0.5 * (gA + gA.transpose(-1, -2))
+        return (gA[..., 0, 0], 2 * gA[..., 0, 1], 2 * gA[..., 0, 2], gA[..., 1, 1],
+                2 * gA[..., 1, 2], gA[..., 2, 2])
+
+
+def eigh3_packed_differentiable(
+    a00: torch.Tensor, a01: torch.Tensor, a02: torch.Tensor, a11: torch.Tensor,
+    a12: torch.Tensor, a22: torch.Tensor,
+) -> tuple[_Vec3, tuple[_Vec3, _Vec3, _Vec3]]:
+    """:func:`eigh3_packed` with gradients (same values; backward as in the module docstring)."""
+    out = _Eigh3.apply(a00, a01, a02, a11, a12, a22)
+    return tuple(out[:3]), (tuple(out[3:6]), tuple(out[6:9]), tuple(out[9:12]))
+
+
 def eigh3(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigen-decomposition of symmetric ``(..., 3, 3)`` matrices.
 
     Returns:
         ``(eigenvalues, vectors)``: eigenvalues ``(..., 3)`` in **descending** order and
         ``vectors`` ``(..., 3, 3)`` whose **rows** are the matching unit eigenvectors (signs
-        arbitrary but deterministic).
+        arbitrary but deterministic). Differentiable (see the module docstring for degenerate
+        eigenvalues).
     """
     if A.shape[-2:] != (3, 3):
         raise ValueError(f"eigh3 expects (..., 3, 3) matrices, got {tuple(A.shape)}")
     comps = [A[..., 0, 0], A[..., 0, 1], A[..., 0, 2], A[..., 1, 1], A[..., 1, 2],
              A[..., 2, 2]]
-    vals, vecs = eigh3_packed(*(c.contiguous() for c in comps))
+    grad = torch.is_grad_enabled() and A.requires_grad
+    fn = eigh3_packed_differentiable if grad else eigh3_packed
+    vals, vecs = fn(*(c.contiguous() for c in comps))
     return torch.stack(vals, -1), torch.stack([torch.stack(v, -1) for v in vecs], -2)

@@ -4,16 +4,30 @@ from __future__ import annotations
 
 import torch
 
+from .._checks import compiling
 from ._frames import Frames
+from ._scaling import ldexp, pow2_exponent
 
 __all__ = ["gram_schmidt"]
 
 
+def _row_exponent(x: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
+    """Per-row power-of-two exponent ``e`` (``(N, 1)``, detached) with
+    ``max(max_k |x_k|, floor) * 2**-e`` in ``[0.5, 1)`` (0 for zero rows)."""
+    amax = x.detach().abs().amax(-1, keepdim=True)
+    if floor > 0:
+        amax = amax.clamp_min(floor)
+    return pow2_exponent(amax)
+
+
 def _safe_norm(x: torch.Tensor) -> torch.Tensor:
-    """``|x|`` along the last axis with a finite gradient everywhere (zero at ``x = 0``)."""
-    sq = (x * x).sum(-1, keepdim=True)
+    """``|x|`` along the last axis with a finite gradient everywhere (zero at ``x = 0``); the
+    row is rescaled by a power of two first, so no square over- or underflows."""
+    e = _row_exponent(x)
+    xs = ldexp(x, -e)
+    sq = (xs * xs).sum(-1, keepdim=True)
     tiny = torch.finfo(x.dtype).tiny
-    return torch.where(sq > tiny, sq, torch.full_like(sq, tiny)).sqrt()
+    return ldexp(torch.where(sq > tiny, sq, torch.full_like(sq, tiny)).sqrt(), e)
 
 
 def _bump(t: torch.Tensor) -> torch.Tensor:
@@ -28,6 +42,16 @@ def _least_aligned_axis(e: torch.Tensor) -> torch.Tensor:
     c = torch.zeros_like(e).scatter_(-1, k, 1.0)
     b = c - (c * e).sum(-1, keepdim=True) * e
     return b / _safe_norm(b)
+
+
+def _check_finite_rows(t: torch.Tensor, name: str) -> None:
+    if t.numel() == 0 or compiling():
+        return
+    ok = torch.isfinite(t).all(-1)
+    if not bool(ok.all()):
+        row = int((~ok).nonzero()[0, 0])
+        raise ValueError(f"{name}[{row}] = {t[row].tolist()} is not finite: gram_schmidt needs "
+                         f"finite vectors")
 
 
 def gram_schmidt(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor | None = None, *,
@@ -46,6 +70,14 @@ def gram_schmidt(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor | None = None
     so ``gram_schmidt(g u, g v, g w) = gram_schmidt(u, v, w) g^T`` for ``g`` in SO(3) without
     ``w`` and for all of O(3) with ``w`` (a pseudo-vector-free handedness from a third vector).
 
+    **Magnitudes**: each row of ``u``, ``v`` and ``w`` is rescaled by a power of two (exact, no
+    rounding) to a largest entry near 1 before any product is formed, and every norm is taken
+    on a rescaled row, so the frame is orthogonal to round-off for every finite input, from
+    subnormal to the largest float (``u = (1e20, 0, 0)``, ``v = (0, 1e20, 1e20)`` in float32
+    included). ``eps`` stays an absolute length in the units of ``u`` and ``v``. NaN or
+    infinite entries raise :class:`ValueError` naming the argument and the row (the check
+    synchronises the device once per argument; it is skipped under ``torch.compile``).
+
     Degenerate inputs (deterministic, NaN-free values and gradients; ``eps`` is absolute, in the
     units of ``u`` and ``v``):
 
@@ -54,7 +86,9 @@ def gram_schmidt(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor | None = None
     - ``|v_perp| < eps`` (``v`` near-parallel to ``u`` or near zero): ``v_perp`` is blended
       with ``eps * b`` where ``b`` is the world axis least aligned with ``e_1`` (smallest
       ``|e_1[k]|``, lowest ``k`` on ties) projected orthogonally to ``e_1``:
-      ``v' = v_perp + eps (1 - |v_perp|/eps)^2 b``.
+      ``v' = v_perp + eps (1 - |v_perp|/eps)^2 b``; so ``u = (1, 0, 0)`` with ``v = 0`` or
+      ``v`` parallel to ``u`` gives the identity frame, and ``u = v = 0`` gives the identity;
+    - ``w`` orthogonal to ``e_1 x e_2`` (``w = 0`` included): ``sigma = +1``.
 
     (No continuous fallback exists on all of R^3 -- hairy-ball theorem -- so each blend has an
     isolated cancellation point; there the fallback direction itself is used.)
@@ -65,7 +99,8 @@ def gram_schmidt(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor | None = None
         eps (float): blending scale (default ``1e-6``).
 
     Returns:
-        :class:`Frames` ``(N, 3, 3)``.
+        :class:`Frames` ``(N, 3, 3)`` in the dtype of ``u`` (float16 / bfloat16 inputs are
+        computed in float32 and the result cast back).
     """
     for name, t in (("u", u), ("v", v), ("w", w)):
         if t is None:
@@ -78,26 +113,43 @@ def gram_schmidt(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor | None = None
                              f"and {tuple(t.shape)}")
     if not u.is_floating_point():
         raise TypeError(f"u must be floating point, got {u.dtype}")
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    for name, t in (("u", u), ("v", v), ("w", w)):
+        if t is not None:
+            _check_finite_rows(t, name)
+    dtype = u.dtype
+    if dtype in (torch.float16, torch.bfloat16):
+        u, v = u.float(), v.float()
+        w = None if w is None else w.float()
+    else:
+        v = v.to(dtype)
+        w = None if w is None else w.to(dtype)
 
     ex = torch.zeros_like(u)
     ex[:, 0] = 1.0
-    nu = _safe_norm(u)
-    u2 = u + eps * _bump(nu / eps) * ex
+    # u in units of 2**eu (largest entry, or eps, in [0.5, 1)): eps_u <= 1, no overflow
+    eu = _row_exponent(u, eps)
+    us, eps_u = ldexp(u, -eu), ldexp(torch.full_like(u[:, :1], eps), -eu)
+    nu = _safe_norm(us)
+    u2 = us + eps_u * _bump(nu / eps_u.clamp_min(torch.finfo(u.dtype).tiny)) * ex
     n2 = _safe_norm(u2)
-    ok = n2 > eps * 1e-3
+    ok = n2 > eps_u * 1e-3
     e1 = torch.where(ok, u2 / torch.where(ok, n2, torch.ones_like(n2)), ex)
 
-    vp = v - (v * e1).sum(-1, keepdim=True) * e1
+    ev = _row_exponent(v, eps)
+    vs, eps_v = ldexp(v, -ev), ldexp(torch.full_like(v[:, :1], eps), -ev)
+    vp = vs - (vs * e1).sum(-1, keepdim=True) * e1
     b = _least_aligned_axis(e1)
     nv = _safe_norm(vp)
-    v2 = vp + eps * _bump(nv / eps) * b
+    v2 = vp + eps_v * _bump(nv / eps_v.clamp_min(torch.finfo(u.dtype).tiny)) * b
     v2 = v2 - (v2 * e1).sum(-1, keepdim=True) * e1
     m2 = _safe_norm(v2)
-    ok = m2 > eps * 1e-3
+    ok = m2 > eps_v * 1e-3
     e2 = torch.where(ok, v2 / torch.where(ok, m2, torch.ones_like(m2)), b)
 
     e3 = torch.linalg.cross(e1, e2, dim=-1)
     if w is not None:
-        s = (w * e3).sum(-1, keepdim=True)
+        s = (ldexp(w, -_row_exponent(w)) * e3).sum(-1, keepdim=True)
         e3 = torch.where(s < 0, -e3, e3)
-    return Frames(torch.stack([e1, e2, e3], 1))
+    return Frames(torch.stack([e1, e2, e3], 1).to(dtype))

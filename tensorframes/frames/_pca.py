@@ -2,14 +2,17 @@ r"""PCA frames from local neighbourhoods, with per-axis sign disambiguation."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 
+from .._checks import check_edge_index, check_weights
 from ..graph import check_finite, knn_graph, radius_graph
-from ._eigh3 import eigh3_packed
 from ._frames import Frames
+from ._moments import _pca3, _pca_general
+from ._scaling import ldexp, pow2_exponent, pow2_exponent_of
 
 __all__ = ["AMBIGUITY_THRESHOLD", "PCAInfo", "pca"]
 
@@ -51,39 +54,13 @@ def _ambiguity(vals: torch.Tensor, rel_skew: torch.Tensor) -> tuple[torch.Tensor
     return amb, rel_gap
 
 
-def _edge_weights(weight, d2: torch.Tensor, s2: torch.Tensor) -> torch.Tensor | None:
-    """Per-edge weights from squared edge lengths ``d2`` and the centre's mean ``s2``."""
-    if isinstance(weight, str):
-        if weight == "uniform":
-            return None
-        if weight == "gaussian":
-            return torch.exp(-0.5 * d2 / s2.clamp_min(torch.finfo(d2.dtype).tiny))
-        raise ValueError(f"weight must be 'uniform', 'gaussian', a callable or a tensor, "
-                         f"got {weight!r}")
-    if isinstance(weight, torch.Tensor):
-        if weight.shape != d2.shape:
-            raise ValueError(f"weight tensor must have shape ({d2.numel()},) (one per edge), "
-                             f"got {tuple(weight.shape)}")
-        return weight.to(d2.dtype)
-    if callable(weight):
-        w = weight(d2.sqrt(), s2.sqrt())
-        if not isinstance(w, torch.Tensor) or w.shape != d2.shape:
-            raise ValueError("a weight callable must return a tensor of shape (E,)")
-        return w.to(d2.dtype)
-    raise TypeError(f"weight must be a str, callable or tensor, got {type(weight).__name__}")
-
-
 def _neighbourhood(pos, k, r, edge_index, batch, max_num_neighbors, backend):
     given = sum(a is not None for a in (k, r, edge_index))
     if given > 1:
         raise ValueError("pass only one of k, r and edge_index")
     if edge_index is not None:
-        if (not isinstance(edge_index, torch.Tensor) or edge_index.dim() != 2
-                or edge_index.shape[0] != 2):
-            raise ValueError("edge_index must be a LongTensor of shape (2, E)")
-        if edge_index.dtype != torch.long:
-            raise TypeError(f"edge_index must be torch.long, got {edge_index.dtype}")
-        return edge_index
+        check_edge_index(edge_index, pos.shape[0])
+        return edge_index.long()
     if r is not None:
         return radius_graph(pos, r, batch, loop=False,
                             max_num_neighbors=max_num_neighbors, backend=backend)
@@ -150,18 +127,51 @@ def pca(
     pass (``index_add_``) over the edges: 2nd moments (covariance), 3rd moments (a symmetric
     tensor, contracted with the axes afterwards) and 1st moments.
 
+    **Magnitudes**: frames, ``rel_gap``, ``rel_skew`` and the ambiguity score are exact (to
+    round-off, never NaN) for every finite input, from subnormal coordinates to the largest
+    float. A cloud whose extent (largest coordinate range) lies outside
+    ``[2**-16, 2**16]`` is first multiplied by a power of two (exact: only exponents change)
+    that brings its extent to ``[0.5, 1)``, so neighbour search and moments see unit-scale
+    offsets (a radius ``r`` is rescaled with it, a weight callable still receives distances in
+    the units of ``pos``); nodes whose neighbourhood is still tiny against the extent (mean
+    squared offset below ``2**-40`` of the squared extent: a cluster far smaller than the
+    cloud, with ``edge_index`` given) are recomputed with their own power-of-two scale. For
+    ``d != 3`` only the first, global rescaling is done. ``info.eigenvalues`` are reported in
+    the units of ``pos`` squared and may over- or underflow the dtype (``inf`` / 0, e.g. above
+    ``|d| ~ 1e19`` in float32); the score is computed before that and is unaffected.
+
+    **Gradients**: differentiable with respect to ``pos`` and a ``weight`` tensor (and through
+    a weight callable). When neither requires grad (or under ``torch.no_grad``) the fast
+    buffered path runs; otherwise the same closed-form forward builds the autograd graph and
+    the eigen-decomposition has an analytic backward (same frames in both modes, bit for bit).
+    Neighbourhoods (``k`` / ``r``) are chosen without gradient, and the axis signs are
+    piecewise constant (zero gradient; the frame jumps where a sign flips, i.e. where the
+    ambiguity score is high). Where two eigenvalues coincide the axes of their plane are not
+    determined and their gradient is undefined: the rotation term of that pair is dropped (see
+    :mod:`tensorframes.frames._eigh3`), so gradients stay finite (no NaN) but are meaningless
+    there; near-coincident eigenvalues give gradients of size ``1 / gap``. The ``d != 3`` path
+    uses ``torch.linalg.eigh``, whose backward is NaN/inf at coincident eigenvalues.
+
+    **Input checks**: ``edge_index`` must be an integer ``(2, E)`` tensor with entries in
+    ``[0, N)`` (``TypeError`` / ``ValueError`` naming the argument, the entry and the range,
+    via ``tensorframes._checks.check_edge_index``); a ``weight`` tensor (or a callable's
+    output) must be finite and ``>= 0`` (``ValueError`` naming the index and value). These
+    checks read the values once (one device sync each) and are skipped under
+    ``torch.compile``.
+
     Args:
         pos (Tensor): ``(N, d)`` positions (finite; ``ValueError`` names a bad index).
         k (int, optional): neighbourhood = ``k`` nearest other points (default 16 when neither
             ``r`` nor ``edge_index`` is given).
         r (float, optional): neighbourhood = points closer than ``r`` (at most
             ``max_num_neighbors``).
-        edge_index (LongTensor, optional): ``(2, E)`` graph, ``source_to_target``:
+        edge_index (LongTensor, optional): ``(2, E)`` integer graph, ``source_to_target``:
             ``edge_index[1]`` is the centre ``i``, ``edge_index[0]`` the neighbour ``j``.
         batch (LongTensor, optional): sorted batch vector (for ``k`` / ``r``).
         weight: ``"uniform"`` (default), ``"gaussian"`` (``exp(-|d|^2 / (2 s_i^2))`` with
             ``s_i^2`` the mean squared neighbour distance of ``i``: scale-invariant), a
-            callable ``(dist (E,), s_i (E,)) -> (E,)`` or a tensor of ``E`` weights.
+            callable ``(dist (E,), s_i (E,)) -> (E,)`` or a tensor of ``E`` weights (finite,
+            ``>= 0``).
         center (str): ``"self"`` (default) or ``"mean"``, see above.
         return_info (bool): also return a :class:`PCAInfo`.
 
@@ -175,188 +185,97 @@ def pca(
     if center not in ("self", "mean"):
         raise ValueError(f"center must be 'self' or 'mean', got {center!r}")
     check_finite(pos, "pos")
-    ei = _neighbourhood(pos, k, r, edge_index, batch, max_num_neighbors, backend)
+    e0, extent = _global_exponent(pos)
+    pos_s = ldexp(pos, -e0)
+    r_s = None if r is None else _scaled_radius(r, e0)
+    ei = _neighbourhood(pos_s.detach(), k, r_s, edge_index, batch, max_num_neighbors, backend)
+    if isinstance(weight, torch.Tensor):
+        check_weights(weight, ei.shape[1])
+    grad = torch.is_grad_enabled() and (
+        pos.requires_grad or (isinstance(weight, torch.Tensor) and weight.requires_grad))
     if pos.shape[1] == 3:
-        R, vals, rel_skew = _pca3(pos, ei, weight, center)
+        R, vals, rel_skew, ms, W = _pca3(pos_s, ei, weight, center, grad=grad, unit_exp=e0)
+        R, vals, rel_skew, vals_exp = _rescue_small_neighbourhoods(
+            pos, pos_s, ei, weight, center, grad, e0, extent, (R, vals, rel_skew, ms, W))
     else:
-        R, vals, rel_skew = _pca_general(pos, ei, weight, center)
+        R, vals, rel_skew = _pca_general(pos_s, ei, weight, center, unit_exp=e0)
+        vals_exp = None
     frames = Frames(R)
     if not return_info:
         return frames
-    amb, rel_gap = _ambiguity(vals, rel_skew)
+    amb, rel_gap = _ambiguity(vals, rel_skew)  # per node scale-invariant: working units
+    if vals_exp is not None:
+        vals = ldexp(vals, 2 * vals_exp[:, None], chunks=6)
+    else:
+        vals = ldexp(vals, 2 * e0)
     return frames, PCAInfo(vals, amb, rel_gap, rel_skew)
 
 
-def _rel_skew(m3: torch.Tensor, denom: torch.Tensor) -> torch.Tensor:
-    ok = denom > 0
-    return torch.where(ok, m3.abs() / torch.where(ok, denom, torch.ones_like(denom)),
-                       torch.zeros_like(m3)).clamp(0.0, 1.0)
+#: Clouds whose extent lies in ``[2**-EXTENT_EXP, 2**EXTENT_EXP]`` are used as given; others
+#: are rescaled by a power of two to extent ``[0.5, 1)`` (exact) before moments are formed.
+EXTENT_EXP = 16
+#: Nodes whose mean squared offset is below ``2**-SMALL_EXP2`` times the squared extent (in
+#: working units) are recomputed with their own power-of-two scale (see :func:`pca`).
+SMALL_EXP2 = 40
 
 
-def _signs(m3, m1, axis_comps):
-    """Per-axis sign (+-1): third moment, then first moment, then largest component."""
-    one = torch.ones_like(m3)
-    s3, s1 = torch.sign(m3), torch.sign(m1)
-    # fallback: the largest-|.| component of the axis (lowest index on ties) made positive
-    ax = [c.abs() for c in axis_comps]
-    big = axis_comps[0]
-    best = ax[0]
-    for c, a in zip(axis_comps[1:], ax[1:], strict=True):
-        take = a > best
-        big = torch.where(take, c, big)
-        best = torch.where(take, a, best)
-    sf = torch.where(big < 0, -one, one)
-    return torch.where(s3 != 0, s3, torch.where(s1 != 0, s1, sf))
+def _scaled_radius(r: float, e: int) -> float:
+    """``r * 2**-e`` as a Python float (saturating at the float range)."""
+    try:
+        return math.ldexp(float(r), -e)
+    except OverflowError:
+        return math.inf
 
 
-#: Edges processed per block in the moment pass (keeps the per-edge features in cache).
-EDGE_BLOCK = 1 << 15
+def _global_exponent(pos: torch.Tensor) -> tuple[int, float]:
+    """``(e, extent)``: the power of two that brings the cloud's extent (largest coordinate
+    range, in float64) to ``[0.5, 1)`` (0 when it already lies in the safe window), and that
+    extent in working units."""
+    if pos.shape[0] == 0:
+        return 0, 0.0
+    lo, hi = torch.aminmax(pos.detach(), dim=0)
+    lo, hi = lo.double().tolist(), hi.double().tolist()
+    extent = max(h - lo_ for h, lo_ in zip(hi, lo, strict=True))
+    if extent == 0:
+        return 0, 0.0
+    if not math.isfinite(extent):  # float64 range overflow: bound by twice the largest |x|
+        e = pow2_exponent_of(max(max(abs(x) for x in hi), max(abs(x) for x in lo))) + 1
+        return e, 1.0
+    if 2.0 ** -EXTENT_EXP <= extent <= 2.0 ** EXTENT_EXP:
+        return 0, extent
+    e = pow2_exponent_of(extent)
+    return e, math.ldexp(extent, -e)
 
 
-def _edge_weights_block(weight, d2, s2_e, lo, hi):
-    if isinstance(weight, torch.Tensor):
-        return _edge_weights(weight[lo:hi], d2, s2_e)
-    return _edge_weights(weight, d2, s2_e)
-
-
-def _regular_degree(i: torch.Tensor, n: int) -> int:
-    """``k`` if the targets are ``0,..,0, 1,..,1, ...`` with exactly ``k`` edges each (the layout
-    of :func:`~tensorframes.graph.knn_graph` on clouds larger than ``k``), else 0. Such graphs
-    take the dense path: per-node sums of contiguous blocks instead of a scatter."""
-    E = i.numel()
-    if n == 0 or E == 0 or E % n:
-        return 0
-    k = E // n
-    nodes = torch.arange(n, device=i.device, dtype=i.dtype)
-    return k if torch.equal(i.view(n, k), nodes[:, None].expand(n, k)) else 0
-
-
-def _pca3(pos, ei, weight, center):
+def _rescue_small_neighbourhoods(pos, pos_s, ei, weight, center, grad, e0, extent, result):
+    """Recompute the nodes whose neighbourhood is tiny against the cloud's extent (its third
+    moments could underflow in working units) with a per-node power-of-two scale."""
+    R, vals, rel_skew, ms, W = result
     n = pos.shape[0]
-    j, i = ei[0], ei[1]
-    E = j.numel()
-    if isinstance(weight, torch.Tensor) and weight.shape != (E,):
-        raise ValueError(f"weight tensor must have shape ({E},) (one per edge), "
-                         f"got {tuple(weight.shape)}")
-    pT = pos.t().contiguous()
-    cnt = torch.bincount(i, minlength=n).to(pos.dtype)
-    weighted = not (isinstance(weight, str) and weight == "uniform")
-    needs_scale = weighted and not isinstance(weight, torch.Tensor)
-    k = _regular_degree(i, n)
-    step = max(1, EDGE_BLOCK // k) * k if k else EDGE_BLOCK  # regular: whole nodes per block
-    blocks = [(lo, min(lo + step, E)) for lo in range(0, E, step)]
-
-    def offsets(lo, hi, out=None):
-        jj, ii = j[lo:hi], i[lo:hi]
-        if k:  # the centres are a contiguous run of nodes: broadcast instead of gathering
-            nb = (hi - lo) // k
-            centre = pT[:, lo // k : lo // k + nb, None]
-            neigh = pT.index_select(1, jj).view(3, nb, k)
-            out3 = None if out is None else out.view(3, nb, k)
-            return torch.sub(neigh, centre, out=out3).view(3, hi - lo), ii
-        return torch.sub(pT.index_select(1, jj), pT.index_select(1, ii), out=out), ii
-
-    def accumulate(acc, lo, hi, values, ii):
-        """``acc[..., i] += values[..., e]`` over the block's edges."""
-        if k:
-            nb = (hi - lo) // k
-            acc[..., lo // k : lo // k + nb] += values.unflatten(-1, (nb, k)).sum(-1)
-        else:
-            acc.index_add_(acc.dim() - 1, ii, values)
-
-    s2 = None
-    if needs_scale:  # mean squared neighbour distance per node (first, cheap pass)
-        acc = pos.new_zeros(n)
-        for lo, hi in blocks:
-            d, ii = offsets(lo, hi)
-            accumulate(acc, lo, hi, (d * d).sum(0), ii)
-        s2 = acc / cnt.clamp_min(1)
-
-    # One pass of moments, block by block (the block's features stay in cache); rows:
-    # 2nd moments (6), 3rd moments (10), 1st moments (3) [, weight].
-    nf = 20 if weighted else 19
-    M = pos.new_zeros(nf, n)
-    F = pos.new_empty(nf, min(step, max(E, 1)))
-    for lo, hi in blocks:
-        Fc = F[:, : hi - lo]
-        d, ii = offsets(lo, hi, out=Fc[16:19])
-        x, y, z = d[0], d[1], d[2]
-        torch.mul(x, x, out=Fc[0])
-        torch.mul(x, y, out=Fc[1])
-        torch.mul(x, z, out=Fc[2])
-        torch.mul(y, y, out=Fc[3])
-        torch.mul(y, z, out=Fc[4])
-        torch.mul(z, z, out=Fc[5])
-        xx, xy, yy, zz = Fc[0], Fc[1], Fc[3], Fc[5]
-        # T000 T001 T002 T011 T012 T022 T111 T112 T122 T222
-        for c, (a, b) in enumerate(((xx, x), (xx, y), (xx, z), (yy, x), (xy, z), (zz, x),
-                                    (yy, y), (yy, z), (zz, y), (zz, z))):
-            torch.mul(a, b, out=Fc[6 + c])
-        if weighted:
-            d2 = xx + yy + zz
-            s2_e = s2.index_select(0, ii) if s2 is not None else None
-            w = _edge_weights_block(weight, d2, s2_e, lo, hi)
-            Fc[:19] *= w
-            Fc[19] = w
-        accumulate(M, lo, hi, Fc, ii)
-    W = M[19] if weighted else cnt
-    Wc = torch.where(W > 0, W, torch.ones_like(W))
-    cov = [M[c] / Wc for c in range(6)]
-    if center == "mean":
-        mx, my, mz = M[16] / Wc, M[17] / Wc, M[18] / Wc
-        cov = [cov[0] - mx * mx, cov[1] - mx * my, cov[2] - mx * mz, cov[3] - my * my,
-               cov[4] - my * mz, cov[5] - mz * mz]
-    vals, vecs = eigh3_packed(*cov)
-    T = [M[c] for c in range(6, 16)]
-    c00, c01, c02, c11, c12, c22 = (M[c] / Wc for c in range(6))  # about the node itself
-    rms = (c00 + c11 + c22).clamp_min(0).sqrt()
-    rows, skews = [], []
-    for e in vecs:
-        ex, ey, ez = e
-        m3 = (T[0] * ex * ex * ex + T[6] * ey * ey * ey + T[9] * ez * ez * ez
-              + 3 * (T[1] * ex * ex * ey + T[2] * ex * ex * ez + T[3] * ex * ey * ey
-                     + T[5] * ex * ez * ez + T[7] * ey * ey * ez + T[8] * ey * ez * ez)
-              + 6 * T[4] * ex * ey * ez)
-        m1 = M[16] * ex + M[17] * ey + M[18] * ez
-        sg = _signs(m3, m1, e)
-        rows.append(torch.stack([ex * sg, ey * sg, ez * sg], -1))
-        q = (c00 * ex * ex + c11 * ey * ey + c22 * ez * ez
-             + 2 * (c01 * ex * ey + c02 * ex * ez + c12 * ey * ez))
-        skews.append(_rel_skew(m3, W * q.clamp_min(0) * rms))
-    R = torch.stack(rows, 1)
-    rel_skew = torch.stack(skews, 1)
-    return R, torch.stack(vals, 1), rel_skew
-
-
-def _pca_general(pos, ei, weight, center):
-    """Reference-style path for any d (uses ``torch.linalg.eigh``)."""
-    n, dim = pos.shape
-    j, i = ei[0], ei[1]
-    d = pos.index_select(0, j) - pos.index_select(0, i)
-    d2 = (d * d).sum(1)
-    zeros = pos.new_zeros(n)
-    cnt = zeros.index_add(0, i, torch.ones_like(d2))
-    s2 = zeros.index_add(0, i, d2) / cnt.clamp_min(1)
-    w = _edge_weights(weight, d2, s2.index_select(0, i))
-    w = torch.ones_like(d2) if w is None else w
-    W = zeros.index_add(0, i, w)
-    Wc = torch.where(W > 0, W, torch.ones_like(W))
-    outer = (w[:, None, None] * d[:, :, None] * d[:, None, :]).reshape(-1, dim * dim)
-    cov = pos.new_zeros(n, dim * dim).index_add_(0, i, outer).view(n, dim, dim) / Wc[:, None,
-                                                                                    None]
-    m1v = pos.new_zeros(n, dim).index_add_(0, i, w[:, None] * d)
-    if center == "mean":
-        mu = m1v / Wc[:, None]
-        cov = cov - mu[:, :, None] * mu[:, None, :]
-    vals, vecs = torch.linalg.eigh(cov)
-    vals, R = vals.flip(-1), vecs.flip(-1).transpose(-1, -2)
-    proj = (R.index_select(0, i) * d[:, None, :]).sum(-1)  # (E, dim)
-    m3 = pos.new_zeros(n, dim).index_add_(0, i, w[:, None] * proj ** 3)
-    m1 = (R * m1v[:, None, :]).sum(-1)
-    sg = torch.stack([_signs(m3[:, a], m1[:, a], list(R[:, a].unbind(-1)))
-                      for a in range(dim)], 1)
-    R = R * sg[:, :, None]
-    m2 = pos.new_zeros(n, dim).index_add_(0, i, w[:, None] * proj ** 2)
-    rms = (zeros.index_add(0, i, w * d2) / Wc).clamp_min(0).sqrt()
-    rel_skew = _rel_skew(m3, m2 * rms[:, None])
-    return R, vals, rel_skew
+    if n == 0 or ei.shape[1] == 0 or extent == 0:
+        return R, vals, rel_skew, None
+    flag = (W > 0) & (ms < extent * extent * 2.0 ** -SMALL_EXP2)
+    if not bool(flag.any()):
+        return R, vals, rel_skew, None
+    emask = flag.index_select(0, ei[1])
+    sub = ei[:, emask]
+    # offsets from unscaled positions when they cannot overflow, else from the scaled ones
+    max_exp = math.frexp(torch.finfo(pos.dtype).max)[1]
+    raw_ok = e0 <= 0 or e0 + math.frexp(extent)[1] < max_exp
+    base, eb = (pos, 0) if raw_ok else (pos_s, e0)
+    d = (base.detach().index_select(0, sub[0]) - base.detach().index_select(0, sub[1]))
+    amax = d.new_zeros(n).scatter_reduce(0, sub[1], d.abs().amax(1), "amax")
+    en = pow2_exponent(amax)
+    flag = flag & (amax > 0)
+    if not bool(flag.any()):
+        return R, vals, rel_skew, None
+    w_sub = weight[emask] if isinstance(weight, torch.Tensor) else weight
+    R2, vals2, skew2, _, _ = _pca3(base, sub, w_sub, center, grad=grad, node_exp=-en,
+                                   unit_exp=eb)
+    f = flag[:, None]
+    R = torch.where(flag[:, None, None], R2, R)
+    vals = torch.where(f, vals2, vals)
+    rel_skew = torch.where(f, skew2, rel_skew)
+    vals_exp = torch.where(flag, (eb + en).to(torch.int64), torch.full_like(en, e0,
+                                                                             dtype=torch.int64))
+    return R, vals, rel_skew, vals_exp

@@ -1,0 +1,50 @@
+"""Exact power-of-two rescaling (internal): magnitudes brought near 1 without any rounding.
+
+Multiplying a floating point number by ``2**e`` only changes its exponent, so the frames
+computed from rescaled inputs equal those of the original inputs bit for bit (barring the
+over/underflow that the rescaling exists to avoid).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["ldexp", "pow2_exponent", "pow2_exponent_of"]
+
+
+def pow2_exponent(amax: torch.Tensor) -> torch.Tensor:
+    """Integer ``e`` (int32) with ``amax * 2**-e`` in ``[0.5, 1)``; 0 where ``amax`` is 0 or
+    not finite."""
+    _, e = torch.frexp(amax)
+    return torch.where((amax > 0) & torch.isfinite(amax), e, torch.zeros_like(e))
+
+
+def pow2_exponent_of(x: float) -> int:
+    """:func:`pow2_exponent` of a Python float."""
+    return math.frexp(x)[1] if x > 0 and math.isfinite(x) else 0
+
+
+def _chunk(dtype: torch.dtype) -> int:
+    """Largest ``c`` with ``2**c`` and ``2**-c`` both normal numbers of ``dtype``."""
+    return math.frexp(torch.finfo(dtype).max)[1] - 2
+
+
+def ldexp(x: torch.Tensor, e: torch.Tensor | int, chunks: int = 2) -> torch.Tensor:
+    """``x * 2**e`` exactly (up to the over/underflow of the result itself), as several factors
+    so that no factor over- or underflows. ``e`` is an int (any size) or an integer tensor that
+    broadcasts against ``x`` with ``|e| <= chunks * c`` (``c`` = 126 for float32, 1022 for
+    float64)."""
+    c = _chunk(x.dtype)
+    if isinstance(e, int):
+        while e:
+            step = max(-c, min(c, e))
+            x = x * math.ldexp(1.0, step)
+            e -= step
+        return x
+    for _ in range(chunks):
+        step = e.clamp(-c, c)
+        x = x * torch.exp2(step.to(x.dtype))
+        e = e - step
+    return x

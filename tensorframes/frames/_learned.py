@@ -7,9 +7,11 @@ import math
 import torch
 from torch import nn
 
-from ..graph import knn_graph, radius_graph
+from .._checks import check_edge_index
+from ..graph import check_finite, knn_graph, radius_graph
 from ._frames import Frames
 from ._gram_schmidt import gram_schmidt
+from ._scaling import global_exponent, ldexp, scaled_radius
 
 __all__ = ["LearnedFrames"]
 
@@ -40,7 +42,19 @@ class LearnedFrames(nn.Module):
     Gaussian radial basis on ``[0, cutoff]`` and the cosine envelope
     :math:`c(t) = \tfrac12(\cos(\pi t / \text{cutoff}) + 1)` for ``t < cutoff``. Frames are
     ``gram_schmidt(v1, v2)`` (SO(3), ``o3=False``) or ``gram_schmidt(v1, v2, v3)`` (O(3),
-    ``o3=True``: the third vector sets the handedness). Everything is differentiable.
+    ``o3=True``: the third vector sets the handedness). Everything is differentiable (also with
+    respect to ``pos``; the neighbour graph is chosen without gradient).
+
+    **Magnitudes**: a cloud whose extent lies outside ``[2**-16, 2**16]`` is multiplied by a
+    power of two (exact) that brings its extent to ``[0.5, 1)`` before the graph and the
+    offsets are formed (``r`` is rescaled with it), so large or tiny coordinates give the frames
+    of unit-scale ones (to round-off; no overflow of squared distances).
+
+    **Dtypes**: like any PyTorch module, it computes in the dtype of its parameters: ``pos``
+    (and ``x``) must have that dtype, else :class:`TypeError` names both and suggests
+    ``model.to(dtype)`` or ``pos.to(dtype)`` (a float16 input on a float32 module included).
+    ``edge_index`` is checked with ``tensorframes._checks.check_edge_index`` and ``pos`` must be
+    finite (:class:`ValueError` naming the index).
 
     Args:
         in_channels (int): width of the optional invariant node features ``x`` (0: none).
@@ -82,24 +96,38 @@ class LearnedFrames(nn.Module):
     def forward(self, pos: torch.Tensor, batch: torch.Tensor | None = None,
                 x: torch.Tensor | None = None,
                 edge_index: torch.Tensor | None = None) -> Frames:
-        if pos.dim() != 2 or pos.shape[1] != 3:
-            raise ValueError(f"pos must have shape (N, 3), got {tuple(pos.shape)}")
+        if not isinstance(pos, torch.Tensor) or pos.dim() != 2 or pos.shape[1] != 3:
+            raise ValueError(f"pos must have shape (N, 3), got "
+                             f"{getattr(pos, 'shape', type(pos).__name__)}")
+        dtype = self.phi1[0].weight.dtype
+        for name, t in (("pos", pos), ("x", x)):
+            if t is not None and t.dtype != dtype:
+                raise TypeError(
+                    f"{type(self).__name__} has {dtype} parameters but {name} is {t.dtype}: "
+                    f"convert one of them, e.g. model.to({t.dtype}) or {name}.to({dtype})")
         if self.in_channels and (x is None or x.shape != (pos.shape[0], self.in_channels)):
             raise ValueError(f"x must have shape ({pos.shape[0]}, {self.in_channels}), got "
                              f"{None if x is None else tuple(x.shape)}")
+        check_finite(pos, "pos")
+        n = pos.shape[0]
+        e0, _ = global_exponent(pos)
+        pos = ldexp(pos, -e0)
+        r = None if self.r is None else scaled_radius(self.r, e0)
         if edge_index is None:
             with torch.no_grad():
-                if self.r is not None:
-                    edge_index = radius_graph(pos.detach(), self.r, batch, loop=False)
+                if r is not None:
+                    edge_index = radius_graph(pos.detach(), r, batch, loop=False)
                 else:
                     edge_index = knn_graph(pos.detach(), self.k, batch, loop=False)
+        else:
+            check_edge_index(edge_index, n)
+            edge_index = edge_index.long()
         j, i = edge_index[0], edge_index[1]
-        n = pos.shape[0]
         d = pos.index_select(0, j) - pos.index_select(0, i)
         d2 = (d * d).sum(-1)
         cnt = pos.new_zeros(n).index_add(0, i, torch.ones_like(d2)).clamp_min(1)
-        if self.r is not None:
-            s = torch.full_like(cnt, self.r)
+        if r is not None:
+            s = torch.full_like(cnt, r)
         else:
             s2 = pos.new_zeros(n).index_add(0, i, d2) / cnt
             s = s2.clamp_min(torch.finfo(pos.dtype).tiny).sqrt()

@@ -12,7 +12,7 @@ from .._checks import check_edge_index, check_weights
 from ..graph import check_finite, knn_graph, radius_graph
 from ._frames import Frames
 from ._moments import _pca3, _pca_general
-from ._scaling import ldexp, pow2_exponent, pow2_exponent_of
+from ._scaling import global_exponent, ldexp, pow2_exponent, scaled_radius
 
 __all__ = ["AMBIGUITY_THRESHOLD", "PCAInfo", "pca"]
 
@@ -185,9 +185,9 @@ def pca(
     if center not in ("self", "mean"):
         raise ValueError(f"center must be 'self' or 'mean', got {center!r}")
     check_finite(pos, "pos")
-    e0, extent = _global_exponent(pos)
+    e0, extent = global_exponent(pos)
     pos_s = ldexp(pos, -e0)
-    r_s = None if r is None else _scaled_radius(r, e0)
+    r_s = None if r is None else scaled_radius(r, e0)
     ei = _neighbourhood(pos_s.detach(), k, r_s, edge_index, batch, max_num_neighbors, backend)
     if isinstance(weight, torch.Tensor):
         check_weights(weight, ei.shape[1])
@@ -211,40 +211,9 @@ def pca(
     return frames, PCAInfo(vals, amb, rel_gap, rel_skew)
 
 
-#: Clouds whose extent lies in ``[2**-EXTENT_EXP, 2**EXTENT_EXP]`` are used as given; others
-#: are rescaled by a power of two to extent ``[0.5, 1)`` (exact) before moments are formed.
-EXTENT_EXP = 16
 #: Nodes whose mean squared offset is below ``2**-SMALL_EXP2`` times the squared extent (in
 #: working units) are recomputed with their own power-of-two scale (see :func:`pca`).
 SMALL_EXP2 = 40
-
-
-def _scaled_radius(r: float, e: int) -> float:
-    """``r * 2**-e`` as a Python float (saturating at the float range)."""
-    try:
-        return math.ldexp(float(r), -e)
-    except OverflowError:
-        return math.inf
-
-
-def _global_exponent(pos: torch.Tensor) -> tuple[int, float]:
-    """``(e, extent)``: the power of two that brings the cloud's extent (largest coordinate
-    range, in float64) to ``[0.5, 1)`` (0 when it already lies in the safe window), and that
-    extent in working units."""
-    if pos.shape[0] == 0:
-        return 0, 0.0
-    lo, hi = torch.aminmax(pos.detach(), dim=0)
-    lo, hi = lo.double().tolist(), hi.double().tolist()
-    extent = max(h - lo_ for h, lo_ in zip(hi, lo, strict=True))
-    if extent == 0:
-        return 0, 0.0
-    if not math.isfinite(extent):  # float64 range overflow: bound by twice the largest |x|
-        e = pow2_exponent_of(max(max(abs(x) for x in hi), max(abs(x) for x in lo))) + 1
-        return e, 1.0
-    if 2.0 ** -EXTENT_EXP <= extent <= 2.0 ** EXTENT_EXP:
-        return 0, extent
-    e = pow2_exponent_of(extent)
-    return e, math.ldexp(extent, -e)
 
 
 def _rescue_small_neighbourhoods(pos, pos_s, ei, weight, center, grad, e0, extent, result):

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-__all__ = ["ldexp", "pow2_exponent", "pow2_exponent_of"]
+__all__ = ["global_exponent", "ldexp", "pow2_exponent", "pow2_exponent_of", "scaled_radius"]
 
 
 def pow2_exponent(amax: torch.Tensor) -> torch.Tensor:
@@ -48,3 +48,36 @@ def ldexp(x: torch.Tensor, e: torch.Tensor | int, chunks: int = 2) -> torch.Tens
         x = x * torch.exp2(step.to(x.dtype))
         e = e - step
     return x
+
+
+#: Clouds whose extent lies in ``[2**-EXTENT_EXP, 2**EXTENT_EXP]`` are used as given; others
+#: are rescaled by a power of two to extent ``[0.5, 1)`` (exact) before moments are formed.
+EXTENT_EXP = 16
+
+
+def scaled_radius(r: float, e: int) -> float:
+    """``r * 2**-e`` as a Python float (saturating at the float range)."""
+    try:
+        return math.ldexp(float(r), -e)
+    except OverflowError:
+        return math.inf
+
+
+def global_exponent(pos: torch.Tensor) -> tuple[int, float]:
+    """``(e, extent)``: the power of two that brings the cloud's extent (largest coordinate
+    range, in float64) to ``[0.5, 1)`` (0 when it already lies in the safe window), and that
+    extent in working units."""
+    if pos.shape[0] == 0:
+        return 0, 0.0
+    lo, hi = torch.aminmax(pos.detach(), dim=0)
+    lo, hi = lo.double().tolist(), hi.double().tolist()
+    extent = max(h - lo_ for h, lo_ in zip(hi, lo, strict=True))
+    if extent == 0:
+        return 0, 0.0
+    if not math.isfinite(extent):  # float64 range overflow: bound by twice the largest |x|
+        e = pow2_exponent_of(max(max(abs(x) for x in hi), max(abs(x) for x in lo))) + 1
+        return e, 1.0
+    if 2.0 ** -EXTENT_EXP <= extent <= 2.0 ** EXTENT_EXP:
+        return 0, extent
+    e = pow2_exponent_of(extent)
+    return e, math.ldexp(extent, -e)

@@ -375,3 +375,223 @@ def test_grid_radius_equals_bruteforce_path():
         fast = _search.radius_torch(x, x, r, b, b, m, 1 << 16, grid=True)
         slow = _search.radius_torch(x, x, r, b, b, m, 1 << 22, grid=False)
         assert torch.equal(fast, slow)
+
+
+# ---------------------------------------------------------------- issue 17: hardening
+HUGE_IDS = [10 ** 7, 10 ** 9, 2 ** 40, 2 ** 62]
+
+
+@pytest.mark.parametrize("big", HUGE_IDS)
+def test_huge_batch_ids_cost_what_the_points_cost(big):
+    """Reproducer 7: ids only name segments; results equal those of the ids 0, 1, 2.
+
+    Before the fix the ids were expanded with ``arange(largest id + 1)`` (7 s and 630 MB for
+    10**7, 8 GB for 10**9, a failed allocation beyond)."""
+    x, y = _cloud(30, seed=21), _cloud(12, seed=22)
+    bx = torch.tensor([0] * 10 + [big] * 10 + [big + 5] * 10)
+    by = torch.tensor([0] * 4 + [7] * 4 + [big + 5] * 4)  # id 7 has no x, id big no y
+    cx = torch.tensor([0] * 10 + [2] * 10 + [3] * 10)
+    cy = torch.tensor([0] * 4 + [1] * 4 + [3] * 4)
+    assert torch.equal(graph.knn_graph(x, 3, bx), graph.knn_graph(x, 3, cx))
+    assert torch.equal(graph.knn(x, y, 3, bx, by), graph.knn(x, y, 3, cx, cy))
+    assert graph.knn(x, y, 3, bx, by).shape == (2, 8 * 3)
+    assert torch.equal(graph.radius(x, y, 1.5, bx, by), graph.radius(x, y, 1.5, cx, cy))
+    assert torch.equal(graph.radius_graph(x, 1.5, bx), graph.radius_graph(x, 1.5, cx))
+    for rs in (False, True):
+        gen = torch.Generator().manual_seed(3) if rs else None
+        got = graph.fps(x, bx, 0.5, rs, generator=gen)
+        gen = torch.Generator().manual_seed(3) if rs else None
+        assert torch.equal(got, graph.fps(x, torch.tensor([0] * 10 + [1] * 10 + [2] * 10),
+                                          0.5, rs, generator=gen))
+    single = torch.full((30,), big)  # one cloud with a large id
+    assert torch.equal(graph.knn_graph(x, 4, single), graph.knn_graph(x, 4))
+    assert torch.equal(graph.fps(x, single, 0.3, False), graph.fps(x, None, 0.3, False))
+
+
+def test_batch_compaction_keeps_ordinary_batches_and_segments():
+    from tensorframes.graph import _checks
+
+    b = torch.tensor([0, 0, 1, 2, 2])
+    assert _checks.compact_batch(b) is b
+    assert _checks.compact_batch(torch.tensor([4, 4, 9, 2 ** 50])).tolist() == [0, 0, 1, 2]
+    bx, by = torch.tensor([3, 3, 10]), torch.tensor([0, 10, 10])
+    cx, cy = _checks.compact_batches(bx, by)
+    assert cx.tolist() == [1, 1, 2] and cy.tolist() == [0, 2, 2]
+    px, py = _checks.batch_ptrs(bx, by)
+    assert px == [0, 0, 2, 3] and py == [0, 1, 1, 3]
+
+
+_X = torch.randn(8, 3, generator=torch.Generator().manual_seed(5))
+_B = torch.tensor([0] * 4 + [1] * 4)
+_ENTRY_POINTS = {
+    "knn": lambda **kw: graph.knn(kw.pop("x", _X), kw.pop("y", _X), kw.pop("k", 2),
+                                  kw.pop("batch", None), kw.pop("batch", None), **kw),
+    "knn_graph": lambda **kw: graph.knn_graph(kw.pop("x", _X), kw.pop("k", 2),
+                                              kw.pop("batch", None), **kw),
+    "radius": lambda **kw: graph.radius(kw.pop("x", _X), kw.pop("y", _X), kw.pop("r", 1.0),
+                                        kw.pop("batch", None), kw.pop("batch", None),
+                                        kw.pop("max_num_neighbors", 32), **kw),
+    "radius_graph": lambda **kw: graph.radius_graph(
+        kw.pop("x", _X), kw.pop("r", 1.0), kw.pop("batch", None),
+        max_num_neighbors=kw.pop("max_num_neighbors", 32), **kw),
+    "fps": lambda **kw: graph.fps(kw.pop("x", _X), kw.pop("batch", None),
+                                  kw.pop("ratio", 0.5), False, **kw),
+}
+_NAN_X = _X.clone()
+_NAN_X[3, 1] = float("nan")
+_BAD_COMMON = [
+    (dict(x=_NAN_X), ValueError, "index 3"),
+    (dict(x=_X.clone().index_fill_(0, torch.tensor([6]), float("inf"))), ValueError, "index 6"),
+    (dict(x=_X.long()), TypeError, "floating"),
+    (dict(batch=torch.tensor([0] * 7)), ValueError, r"shape \(8,\)"),
+    (dict(batch=_B.float()), TypeError, "integer"),
+    (dict(batch=_B.flip(0)), ValueError, "sorted"),
+    (dict(batch=_B - 1), ValueError, "non-negative"),
+    (dict(backend="nope"), ValueError, "backend"),
+]
+_BAD_SPECIFIC = {
+    "k": [(dict(k=v), ValueError, "k must") for v in (0, -1, 2.5, True, "3")],
+    "r": [(dict(r=v), ValueError, "r must") for v in (0.0, -1.0, float("nan"), float("inf"),
+                                                      "1")],
+    "m": [(dict(max_num_neighbors=v), ValueError, "max_num_neighbors must")
+          for v in (-1, 0, 1.5, False)],
+    "ratio": [(dict(ratio=v), ValueError, "ratio must") for v in (0.0, -0.5, 1.5,
+                                                                 float("nan"), True)],
+}
+_SPECIFIC = {"knn": ["k"], "knn_graph": ["k"], "radius": ["r", "m"], "radius_graph": ["r", "m"],
+             "fps": ["ratio"]}
+_VALIDATION_CASES = [
+    pytest.param(name, kw, err, msg, id=f"{name}-{i}")
+    for name in _ENTRY_POINTS
+    for i, (kw, err, msg) in enumerate(
+        _BAD_COMMON + [c for key in _SPECIFIC[name] for c in _BAD_SPECIFIC[key]]
+        + ([] if name == "fps" else [(dict(chunk_size=0), ValueError, "chunk_size must")]))
+]
+
+
+@pytest.mark.parametrize("name, kw, err, msg", _VALIDATION_CASES)
+def test_every_entry_point_validates_the_same_way(name, kw, err, msg):
+    """Reproducer 8: ``radius_graph(x, 1.0, max_num_neighbors=-1)`` used to return an empty
+    graph; every public entry point now refuses every bad argument with the same error."""
+    with pytest.raises(err, match=msg):
+        _ENTRY_POINTS[name](**kw)
+    with pytest.raises(err, match=msg):  # before the backend is consulted, on both backends
+        with graph.use_backend("auto"):
+            _ENTRY_POINTS[name](**kw)
+
+
+def test_radius_graph_negative_max_num_neighbors_reproducer():
+    x = _cloud(20, seed=30)
+    with pytest.raises(ValueError, match=r"max_num_neighbors must be an int >= 1, got -1"):
+        graph.radius_graph(x, 1.0, max_num_neighbors=-1)
+    with pytest.raises(ValueError, match="max_num_neighbors"):
+        graph.radius_graph(x, 1.0, max_num_neighbors=0)
+    assert graph.radius_graph(x, 1.0, max_num_neighbors=1).shape[1] > 0
+
+
+def test_mixed_point_dtypes_refused():
+    with pytest.raises(TypeError, match="same dtype"):
+        graph.knn(_X, _X.double(), 2)
+    with pytest.raises(TypeError, match="same dtype"):
+        graph.radius(_X.double(), _X, 1.0)
+
+
+def _brute_fps_from(x, n, start):
+    x = x.double()
+    out = [start]
+    dist = ((x - x[start]) ** 2).sum(-1)
+    for _ in range(1, n):
+        i = int(dist.argmax())  # first maximum: lowest index
+        out.append(i)
+        dist = torch.minimum(dist, ((x - x[i]) ** 2).sum(-1))
+    return out
+
+
+def test_fps_duplicates_documented_behaviour():
+    """Reproducer 9: indices repeat once the distinct positions are exhausted; the repeats are
+    the cloud's first point (torch-cluster's behaviour, compared below)."""
+    assert graph.fps(torch.ones(10, 3), ratio=1.0, random_start=False).tolist() == [0] * 10
+    idx = graph.fps(torch.ones(10, 3), ratio=1.0, generator=torch.Generator().manual_seed(1))
+    assert idx[1:].tolist() == [0] * 9 and 0 <= int(idx[0]) < 10
+    x = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 0, 0], [1, 0, 0], [0, 0, 0], [3, 0, 0]])
+    assert graph.fps(x, ratio=1.0, random_start=False).tolist() == [0, 5, 1, 0, 0, 0]
+    b = torch.tensor([0, 0, 0, 5, 5, 5])
+    assert graph.fps(x, b, 1.0, False).tolist() == [0, 1, 0, 3, 5, 4]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        cloud = torch.randint(0, 3, (int(torch.randint(1, 30, (1,), generator=g)), 2),
+                              generator=g).float()
+        n = int(torch.randint(1, cloud.shape[0] + 1, (1,), generator=g))
+        ratio = n / cloud.shape[0]
+        got = graph.fps(cloud, None, ratio, False)
+        assert got.tolist() == _brute_fps_from(cloud, got.numel(), 0)
+
+
+def test_fps_mixed_cloud_sizes_equal_per_cloud_runs():
+    """Clouds of very different sizes (grouped by size, not padded to the largest)."""
+    sizes = [1, 700, 1, 2, 3, 40, 1, 5]
+    x = _cloud(sum(sizes), seed=31)
+    b = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    got = graph.fps(x, b, 0.1, False)
+    ref, off = [], 0
+    for n in sizes:
+        ref += [off + i for i in graph.fps(x[off:off + n], None, 0.1, False).tolist()]
+        off += n
+    assert got.tolist() == ref
+    r1 = graph.fps(x, b, 0.1, True, generator=torch.Generator().manual_seed(4))
+    r2 = graph.fps(x, b, 0.1, True, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(r1, r2) and r1.numel() == got.numel()
+    assert ((b[r1][1:] - b[r1][:-1]) >= 0).all()  # cloud by cloud
+
+
+def _duplicate_heavy_clouds():
+    g = torch.Generator().manual_seed(41)
+    out = [torch.ones(10, 3), torch.zeros(1, 3), torch.ones(7, 2),
+           torch.tensor([[0.0, 0, 0], [0, 0, 0], [1, 0, 0], [1, 0, 0], [2, 0, 0]])]
+    for t in range(40):
+        n, d = int(torch.randint(1, 60, (1,), generator=g)), 1 + t % 4
+        levels = 1 + t % 3
+        out.append(torch.randint(0, levels, (n, d), generator=g).float() * 0.5 + 1e3 * (t % 2))
+    return out
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fps_duplicates_equal_torch_cluster(dtype):
+    import torch_cluster
+
+    for cloud in _duplicate_heavy_clouds():
+        cloud = cloud.to(dtype)
+        for ratio in (1.0, 0.999, 0.5, 0.3, 0.01):
+            ref = torch_cluster.fps(cloud, None, ratio, False)
+            assert torch.equal(graph.fps(cloud, None, ratio, False, backend="torch"), ref)
+            assert torch.equal(graph.fps(cloud, None, ratio, False, backend="cluster"), ref)
+    # batched duplicate-heavy clouds, ordinary ids
+    clouds = [c for c in _duplicate_heavy_clouds() if c.shape[1] == 3]
+    x = torch.cat(clouds).to(dtype)
+    b = torch.repeat_interleave(torch.arange(len(clouds)),
+                                torch.tensor([c.shape[0] for c in clouds]))
+    ref = torch_cluster.fps(x, b, 0.7, False)
+    assert torch.equal(graph.fps(x, b, 0.7, False, backend="torch"), ref)
+    # gaps and huge ids: torch-cluster itself fails there (empty clouds, O(id) memory);
+    # through the library both backends give the result of the ids 0, 1, 2, ...
+    big = b * 10 ** 9 + 3
+    assert torch.equal(graph.fps(x, big, 0.7, False, backend="cluster"), ref)
+    assert torch.equal(graph.fps(x, big, 0.7, False, backend="torch"), ref)
+
+
+@pytest.mark.cluster
+def test_huge_batch_ids_equal_torch_cluster():
+    import torch_cluster
+
+    x = _cloud(400, seed=42)
+    cb = torch.arange(400) // 100
+    hb = cb * 2 ** 40 + 1
+    ref = torch_cluster.knn_graph(x, 6, cb)
+    assert torch.equal(graph.knn_graph(x, 6, hb, backend="cluster"), ref)
+    assert torch.equal(graph.knn_graph(x, 6, hb, backend="torch"), ref)
+    ref = torch_cluster.radius(x, x[::3], 0.8, cb, cb[::3], 1000)
+    key = lambda e: (e[0] * 10 ** 6 + e[1]).sort().values  # noqa: E731
+    for be in ("cluster", "torch"):
+        assert torch.equal(key(graph.radius(x, x[::3], 0.8, hb, hb[::3], 1000, backend=be)),
+                           key(ref))

@@ -11,7 +11,18 @@ import torch
 
 from ._backend import cluster_for
 from ._brute import SENTINEL, smallest, sqdist
-from ._checks import batch_ptrs, check_batch, check_flow, check_k, check_points, check_same_dim
+from ._checks import (
+    batch_ptrs,
+    check_batch,
+    check_chunk_size,
+    check_count,
+    check_flow,
+    check_k,
+    check_pair,
+    check_points,
+    check_radius,
+    compact_batches,
+)
 from ._grid import Grid, grid_frame, grid_select, knn_grid_segment, use_grid
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "knn", "knn_graph", "knn_torch", "radius", "radius_graph",
@@ -121,15 +132,16 @@ def knn(x: torch.Tensor, y: torch.Tensor, k: int, batch_x: torch.Tensor | None =
         ``k``-th distance (see :mod:`tensorframes.graph`).
     """
     x, y = check_points(x, "x"), check_points(y, "y")
-    check_same_dim(x, y)
-    check_k(k)
+    check_pair(x, y)
+    k = check_k(k)
+    chunk_size = check_chunk_size(chunk_size)
     batch_x = check_batch(batch_x, x.shape[0], "batch_x", x.device)
-    batch_y = check_batch(batch_y, y.shape[0], "batch_y", y.device)
+    batch_y = check_batch(batch_y, y.shape[0], "batch_y", x.device)
+    tc = cluster_for(backend)
     if x.shape[0] == 0 or y.shape[0] == 0:
         return _empty(x.device)
-    tc = cluster_for(backend)
     if tc is not None:
-        return tc.knn(x, y, k, batch_x, batch_y)
+        return tc.knn(x, y, k, *compact_batches(batch_x, batch_y))
     return knn_torch(x, y, k, batch_x, batch_y, chunk_size)
 
 
@@ -156,7 +168,7 @@ def knn_graph(x: torch.Tensor, k: int, batch: torch.Tensor | None = None, loop: 
     ``chunk_size`` as in :func:`knn`.
     """
     check_flow(flow)
-    check_k(k)
+    k = check_k(k)
     ei = knn(x, x, k if loop else k + 1, batch, batch, backend=backend, chunk_size=chunk_size)
     return _as_graph(ei, flow, loop)
 
@@ -171,19 +183,17 @@ def radius(x: torch.Tensor, y: torch.Tensor, r: float, batch_x: torch.Tensor | N
     KD-tree order). Output layout, ``backend`` and ``chunk_size`` as in :func:`knn`.
     """
     x, y = check_points(x, "x"), check_points(y, "y")
-    check_same_dim(x, y)
-    r = float(r)
-    if not r >= 0 or r == float("inf"):
-        raise ValueError(f"r must be a finite non-negative number, got {r}")
-    if max_num_neighbors < 0:
-        raise ValueError(f"max_num_neighbors must be >= 0, got {max_num_neighbors}")
+    check_pair(x, y)
+    r = check_radius(r)
+    max_num_neighbors = check_count(max_num_neighbors, "max_num_neighbors")
+    chunk_size = check_chunk_size(chunk_size)
     batch_x = check_batch(batch_x, x.shape[0], "batch_x", x.device)
-    batch_y = check_batch(batch_y, y.shape[0], "batch_y", y.device)
+    batch_y = check_batch(batch_y, y.shape[0], "batch_y", x.device)
+    tc = cluster_for(backend)
     if x.shape[0] == 0 or y.shape[0] == 0:
         return _empty(x.device)
-    tc = cluster_for(backend)
     if tc is not None:
-        return tc.radius(x, y, r, batch_x, batch_y, max_num_neighbors)
+        return tc.radius(x, y, r, *compact_batches(batch_x, batch_y), max_num_neighbors)
     return radius_torch(x, y, r, batch_x, batch_y, max_num_neighbors, chunk_size)
 
 
@@ -194,6 +204,7 @@ def radius_graph(x: torch.Tensor, r: float, batch: torch.Tensor | None = None,
     r"""Edges between all points closer than ``r`` (torch-cluster semantics, see
     :func:`knn_graph` and :func:`radius`)."""
     check_flow(flow)
+    max_num_neighbors = check_count(max_num_neighbors, "max_num_neighbors")
     ei = radius(x, x, r, batch, batch, max_num_neighbors if loop else max_num_neighbors + 1,
                 backend=backend, chunk_size=chunk_size)
     return _as_graph(ei, flow, loop)

@@ -151,6 +151,39 @@ class EdgeExpansion:
             self._gather_cache = index, torch.cat([slot_rel, self.rel])
         return self._gather_cache
 
+    @property
+    def source_index(self) -> torch.Tensor:
+        """``(M + E,)`` original source node of every expanded source (slot ``n`` -> ``n``)."""
+        return self._gather()[0]
+
+    def mirror_edges(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """In-edges that give every edge copy of ``j`` the in-degree ``j`` has (homogeneous set).
+
+        For the homogeneous node set ``[targets | edge copies]`` (``M = N``): the copy of edge
+        ``e = (j -> i)`` (``j != i``) receives one edge per in-edge ``k -> j`` of the original
+        graph, from target row ``k``, and a self loop where ``j`` has one, so every degree a
+        layer computes is the user's graph's (``gcn_norm``, ``degree(col)``). Only the copies'
+        rows, which are discarded, receive these edges.
+
+        Returns:
+            ``(2, F)`` edges (``[source rows; targets]`` under ``flow``) and ``(F,)`` the user's
+            edge each mirrors (to extend edge-level arguments).
+        """
+        src, dst, n = self.src, self.dst, self.n_slots
+        num_edges = src.shape[0]
+        order = torch.argsort(dst, stable=True)
+        indeg = torch.bincount(dst, minlength=n)
+        first = torch.cumsum(indeg, 0) - indeg
+        counts = torch.where(src != dst, indeg.index_select(0, src), 0)
+        copy = torch.repeat_interleave(torch.arange(num_edges, device=src.device), counts)
+        offset = torch.arange(copy.shape[0], device=src.device) - torch.repeat_interleave(
+            torch.cumsum(counts, 0) - counts, counts)
+        mirrored = order.index_select(0, first.index_select(0, src.index_select(0, copy)) + offset)
+        node = n + copy
+        m_src, m_dst = src.index_select(0, mirrored), dst.index_select(0, mirrored)
+        ei = torch.stack([torch.where(m_src == m_dst, node, m_src), node])
+        return (ei if self.flow == "source_to_target" else ei.flip(0)), mirrored
+
     def local(self, value: Any, reps: Reps, name: str) -> tuple[Any, Any] | None:
         """``(sources, dst)`` for a local feature: copies carry ``rho(R_i R_j^T) x_j``.
 

@@ -88,6 +88,8 @@ def gram_schmidt(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor | None = None
       ``|e_1[k]|``, lowest ``k`` on ties) projected orthogonally to ``e_1``:
       ``v' = v_perp + eps (1 - |v_perp|/eps)^2 b``; so ``u = (1, 0, 0)`` with ``v = 0`` or
       ``v`` parallel to ``u`` gives the identity frame, and ``u = v = 0`` gives the identity;
+      whatever ``eps`` (``eps = 0`` included), ``b`` itself is used when ``|v'|`` is below 4 ulp
+      of ``v``'s largest entry (the perpendicular part is then round-off);
     - ``w`` orthogonal to ``e_1 x e_2`` (``w = 0`` included): ``sigma = +1``.
 
     (No continuous fallback exists on all of R^3 -- hairy-ball theorem -- so each blend has an
@@ -134,7 +136,7 @@ def gram_schmidt(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor | None = None
     nu = _safe_norm(us)
     u2 = us + eps_u * _bump(nu / eps_u.clamp_min(torch.finfo(u.dtype).tiny)) * ex
     n2 = _safe_norm(u2)
-    ok = n2 > eps_u * 1e-3
+    ok = (n2 > eps_u * 1e-3) & (u2 != 0).any(-1, keepdim=True)
     e1 = torch.where(ok, u2 / torch.where(ok, n2, torch.ones_like(n2)), ex)
 
     ev = _row_exponent(v, eps)
@@ -145,7 +147,9 @@ def gram_schmidt(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor | None = None
     v2 = vp + eps_v * _bump(nv / eps_v.clamp_min(torch.finfo(u.dtype).tiny)) * b
     v2 = v2 - (v2 * e1).sum(-1, keepdim=True) * e1
     m2 = _safe_norm(v2)
-    ok = m2 > eps_v * 1e-3
+    # below 4 ulp (v is in units of its largest entry) the perpendicular part is round-off
+    # of the projection and its direction noise: take the fallback b (keeps e2 orthogonal)
+    ok = (m2 > eps_v * 1e-3) & (m2 > 4 * torch.finfo(v2.dtype).eps)
     e2 = torch.where(ok, v2 / torch.where(ok, m2, torch.ones_like(m2)), b)
 
     e3 = torch.linalg.cross(e1, e2, dim=-1)

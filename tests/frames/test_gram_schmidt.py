@@ -87,3 +87,52 @@ def test_random_frames_are_equivariant_baseline_is_not():
     q = tf.frames.random(1, generator=torch.Generator().manual_seed(2)).matrices[0]
     f, f2 = gram_schmidt(u, v), gram_schmidt(u @ q.T, v @ q.T)
     assert not torch.allclose(f2.matrices, f.matrices, atol=1e-3)
+
+
+# ---------------------------------------------------------------- issue 17: hardening
+
+
+def test_non_finite_inputs_raise_naming_argument_and_row():
+    """Reproducer 5: NaN in u was hidden (identity frame); inf gave a non-finite frame."""
+    u = torch.tensor([[1.0, 0, 0], [float("nan"), 0, 0]])
+    v = torch.tensor([[0.0, 1, 0], [0.0, 1, 0]])
+    with pytest.raises(ValueError, match=r"u\[1\] = \[nan, 0.0, 0.0\] is not finite"):
+        gram_schmidt(u, v)
+    with pytest.raises(ValueError, match=r"u\[0\]"):
+        gram_schmidt(torch.tensor([[float("nan"), 0, 0]]), torch.tensor([[0.0, 1, 0]]))
+    with pytest.raises(ValueError, match=r"v\[1\] = \[0.0, inf, 0.0\]"):
+        gram_schmidt(v, torch.tensor([[1.0, 0, 1], [0, float("inf"), 0]]))
+    with pytest.raises(ValueError, match=r"w\[0\]"):
+        gram_schmidt(v[:1], u[:1], torch.tensor([[0.0, float("-inf"), 0]]))
+
+
+def _orth_err(m):
+    eye = torch.eye(3, dtype=m.dtype)
+    return float((m @ m.transpose(1, 2) - eye).abs().max())
+
+
+def test_large_and_tiny_magnitudes_stay_orthogonal():
+    """Reproducer 5: u = (1e20, 0, 0), v = (0, 1e20, 1e20) gave max |R R^T - I| = 1."""
+    m = gram_schmidt(torch.tensor([[1e20, 0.0, 0.0]]), torch.tensor([[0.0, 1e20, 1e20]])).matrices
+    assert _orth_err(m) < 1e-6
+    r = 0.5 ** 0.5
+    torch.testing.assert_close(m[0], torch.tensor([[1.0, 0, 0], [0, r, r], [0, -r, r]]))
+    g = torch.Generator().manual_seed(5)
+    for dtype, scales in ((torch.float32, [1e-45, 1e-38, 1e-30, 1e-6, 1e6, 1e20, 1e30, 1e38]),
+                          (torch.float64, [5e-324, 1e-300, 1e-30, 1e30, 1e300, 1.7e308])):
+        u, v, w = (torch.randn(64, 3, generator=g, dtype=torch.float64) for _ in range(3))
+        u, v, w = (t / t.abs().amax(1, keepdim=True) for t in (u, v, w))  # entries <= 1
+        ref = gram_schmidt(u.to(dtype), v.to(dtype), w.to(dtype), eps=0.0).matrices
+        for s in scales:
+            for eps in (0.0, 1e-6):
+                args = [(t * s).to(dtype) for t in (u, v, w)]
+                m = gram_schmidt(*args, eps=eps).matrices
+                assert torch.isfinite(m).all(), (dtype, s, eps)
+                assert _orth_err(m) < 10 * torch.finfo(dtype).eps, (dtype, s, eps)
+                if eps == 0.0 and s * torch.finfo(dtype).eps > torch.finfo(dtype).tiny:
+                    # no blending: the frame of the unscaled vectors, to round-off
+                    torch.testing.assert_close(m, ref, atol=1e3 * torch.finfo(dtype).eps,
+                                               rtol=0, msg=f"{dtype} {s}")
+    # below eps the documented fallbacks: u ~ 0 -> e1 = x; v ~ 0 -> least aligned axis
+    m = gram_schmidt(torch.tensor([[1e-30, 0.0, 0.0]]), torch.tensor([[0.0, 0.0, 1e-30]]))
+    torch.testing.assert_close(m.matrices[0], torch.eye(3), atol=1e-6, rtol=0)

@@ -98,3 +98,60 @@ def test_learned_frames_train_step_changes_output():
         opt.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < losses[0]
+
+
+# ---------------------------------------------------------------- issue 17: hardening
+
+
+def test_learned_frames_dtype_mismatch_is_a_clear_type_error():
+    """Reproducer 6: float16 gave index_add_'s dtype error, float64 'mat1 and mat2 ...'."""
+    torch.manual_seed(0)
+    model = LearnedFrames(0, 16, k=4)
+    x = torch.randn(30, 3, generator=torch.Generator().manual_seed(0))
+    for dtype in (torch.float16, torch.float64, torch.bfloat16):
+        with pytest.raises(TypeError, match=rf"torch.float32 parameters but pos is {dtype}.*"
+                                            rf"model.to\({dtype}\) or pos.to\(torch.float32\)"):
+            model(x.to(dtype))
+    model_f = LearnedFrames(2, 16, k=4)
+    with pytest.raises(TypeError, match="but x is torch.float64"):
+        model_f(x, x=torch.randn(30, 2, dtype=torch.float64))
+    f64 = model.double()(x.double())  # following the advice works
+    f64.validate()
+    assert f64.matrices.dtype == torch.float64
+
+
+def test_learned_frames_positions_with_grad_and_checked_edge_index():
+    torch.manual_seed(0)
+    model = LearnedFrames(0, 16, k=4)
+    p = torch.randn(30, 3, generator=torch.Generator().manual_seed(1)).requires_grad_()
+    (model(p).matrices * torch.randn(30, 3, 3)).sum().backward()
+    assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"edge_index\[0, 1\] = 30 .*0 <= index < 30"):
+        model(p, edge_index=torch.tensor([[0, 30], [1, 2]]))
+    with pytest.raises(TypeError, match="edge_index must have dtype"):
+        model(p, edge_index=torch.tensor([[0.0, 3.0], [1.0, 2.0]]))
+    bad = p.detach().clone()
+    bad[4, 2] = float("inf")
+    with pytest.raises(ValueError, match="index 4"):
+        model(bad)
+
+
+@pytest.mark.parametrize("r", [None, 0.9])
+def test_learned_frames_large_and_tiny_coordinates(r):
+    """Reproducer 1 for LearnedFrames: squared distances overflowed / underflowed."""
+    torch.manual_seed(0)
+    model = LearnedFrames(0, 16, k=6, r=r)
+    x = torch.randn(40, 3, generator=torch.Generator().manual_seed(2))
+    f0 = model(x).matrices.detach()
+    if r is None:
+        for e in (-100, -60, 60, 120):  # powers of two: bit for bit
+            assert torch.equal(model(x * 2.0 ** e).matrices.detach(), f0), e
+        for s in (1e-30, 1e-13, 1e13, 1e20, 1e30, 1e37):
+            f = model(x * s).matrices.detach()
+            assert torch.isfinite(f).all(), s
+            torch.testing.assert_close(f, f0, atol=2e-3, rtol=0, msg=str(s))
+    else:
+        for e in (-100, 100):
+            m2 = LearnedFrames(0, 16, k=6, r=r * 2.0 ** e)
+            m2.load_state_dict(model.state_dict())
+            assert torch.equal(m2(x * 2.0 ** e).matrices.detach(), f0), e

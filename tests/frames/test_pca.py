@@ -208,3 +208,186 @@ def test_knn_layout_dense_path_equals_scatter_path(weight):
     F2, info2 = tf.frames.pca(pos, edge_index=ei[:, perm], weight=weight, return_info=True)
     torch.testing.assert_close(F1.matrices, F2.matrices, rtol=0, atol=1e-10)
     torch.testing.assert_close(info1.eigenvalues, info2.eigenvalues, rtol=0, atol=1e-10)
+
+
+# ---------------------------------------------------------------- issue 17: hardening
+
+F32_MAX = torch.finfo(torch.float32).max
+
+
+def _base_cloud(n=30, seed=0, dtype=torch.float32):
+    return torch.randn(n, 3, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pca_exact_at_every_finite_magnitude(dtype):
+    """Reproducer 1: large/tiny coordinates gave NaN ambiguity (1e13) and NaN frames (1e19+)."""
+    base = _base_cloud(dtype=dtype)
+    f0, i0 = pca(base, k=8, return_info=True)
+    big = F32_MAX if dtype == torch.float32 else torch.finfo(dtype).max
+    scales = [1e-30, 1e-20, 1e-13, 1e-6, 1e6, 1e13, 1e19, 1e20, 1e30,
+              0.5 * big / float(base.abs().max())]
+    if dtype == torch.float64:
+        scales += [1e-300, 1e300]
+    for s in scales:
+        f, info = pca(base * s, k=8, return_info=True)
+        assert torch.isfinite(f.matrices).all(), s
+        f.validate()
+        assert torch.isfinite(info.ambiguity).all() and torch.isfinite(info.rel_skew).all(), s
+        torch.testing.assert_close(f.matrices, f0.matrices, atol=1e-4, rtol=0, msg=str(s))
+        torch.testing.assert_close(info.ambiguity, i0.ambiguity, atol=1e-3, rtol=0,
+                                   msg=str(s))
+    # powers of two only change exponents: bit for bit the same frames, eigenvalues * 4**e
+    for e in (-100, -60, -20, 20, 60, 120):
+        f, info = pca(base * 2.0 ** e, k=8, return_info=True)
+        assert torch.equal(f.matrices, f0.matrices), e
+        assert torch.equal(info.ambiguity, i0.ambiguity), e
+        if abs(e) <= 60:
+            assert torch.equal(info.eigenvalues, i0.eigenvalues * 4.0 ** e), e
+
+
+def test_pca_magnitudes_with_radius_and_weights():
+    base = _base_cloud(200, seed=1)
+    for kw in (dict(r=0.8), dict(k=8, weight="gaussian"), dict(k=8, center="mean"),
+               dict(k=8, weight=lambda d, s: 1.0 / (1.0 + (d / s) ** 2))):
+        f0 = pca(base, **kw)
+        s = 2.0 ** 70
+        kws = dict(kw, r=kw["r"] * s) if "r" in kw else kw
+        f = pca(base * s, **kws)
+        assert torch.equal(f.matrices, f0.matrices), kw
+    # a weight callable sees distances in the units of pos, whatever the internal scaling
+    seen = []
+
+    def weight(d, s):
+        seen.append(float(d.max()))
+        return torch.ones_like(d)
+
+    pca(base, k=8, weight=weight)
+    pca(base * 1e25, k=8, weight=weight)
+    assert seen[1] / seen[0] == pytest.approx(1e25, rel=1e-5)
+
+
+def test_pca_tiny_cluster_in_a_huge_cloud():
+    """Neighbourhoods far smaller than the cloud (edge_index given) get their own scale."""
+    base = _base_cloud()
+    ei = graph.knn_graph(base, 6)
+    f0, i0 = pca(base, edge_index=ei, return_info=True)
+    far = _base_cloud(5, seed=9) * 1e30
+    f, info = pca(torch.cat([base * 1e-30, far]), edge_index=ei, return_info=True)
+    f.validate()
+    torch.testing.assert_close(f.matrices[:30], f0.matrices, atol=1e-4, rtol=0)
+    assert torch.isfinite(info.ambiguity).all()
+    torch.testing.assert_close(info.ambiguity[:30], i0.ambiguity, atol=1e-2, rtol=0)
+
+
+def _separated_cloud():
+    """float64 cloud whose every neighbourhood has well-separated eigenvalues and skews."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(10, 3, generator=g, dtype=torch.float64) * torch.tensor(
+        [3.0, 2.0, 1.0], dtype=torch.float64)
+    ei = graph.knn_graph(x, 6)
+    _, info = pca(x, edge_index=ei, return_info=True)
+    assert info.rel_gap.min() > 0.1 and info.rel_skew.min() > 0.01
+    return x, ei
+
+
+@pytest.mark.parametrize("weight", ["uniform", "gaussian"])
+@pytest.mark.parametrize("center", ["self", "mean"])
+def test_pca_gradcheck(weight, center):
+    """Reproducer 2: pca on positions requiring grad crashed (``out=`` buffers)."""
+    x, ei = _separated_cloud()
+
+    def fn(q):
+        f, info = pca(q, edge_index=ei, weight=weight, center=center, return_info=True)
+        return f.matrices, info.eigenvalues
+
+    assert torch.autograd.gradcheck(fn, (x.clone().requires_grad_(),))
+
+
+def test_pca_gradcheck_weights_and_same_frames_with_and_without_grad():
+    x, ei = _separated_cloud()
+    w = torch.rand(ei.shape[1], generator=torch.Generator().manual_seed(4),
+                   dtype=torch.float64) + 0.5
+    assert torch.autograd.gradcheck(
+        lambda q, ww: pca(q, edge_index=ei, weight=ww).matrices,
+        (x.clone().requires_grad_(), w.clone().requires_grad_()))
+    with torch.no_grad():
+        ref = pca(x, edge_index=ei, weight=w).matrices
+    assert torch.equal(pca(x.clone().requires_grad_(), edge_index=ei, weight=w).matrices, ref)
+
+
+def test_pca_gradients_float32_and_degenerate():
+    p = _base_cloud().requires_grad_()
+    f = pca(p, k=8)  # the issue's reproducer
+    (f.matrices * torch.randn(30, 3, 3, generator=torch.Generator().manual_seed(1))).sum(
+    ).backward()
+    assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+    with torch.no_grad():
+        torch.testing.assert_close(pca(p, k=8).matrices, f.matrices, rtol=0, atol=0)
+    # coincident eigenvalues: gradients undefined, documented as finite (rotation term dropped)
+    for name in ("duplicates", "coplanar_square", "octahedron", "cube"):
+        q = DEGENERATE[name].float().clone().requires_grad_()
+        f = pca(q, k=q.shape[0] - 1)
+        (f.matrices * torch.randn(f.matrices.shape, generator=torch.Generator().manual_seed(2))
+         ).sum().backward()
+        assert torch.isfinite(q.grad).all(), name
+
+
+def test_pca_edge_index_is_checked():
+    """Reproducer 3: out-of-range entries gave torch's INDICES error; floats index_select's."""
+    x = _base_cloud(10)
+    good = torch.tensor([[1, 2, 3, 4], [0, 0, 1, 1]])
+    with pytest.raises(ValueError, match=r"edge_index\[0, 2\] = 15 .*0 <= index < 10"):
+        pca(x, edge_index=torch.tensor([[1, 2, 15, 4], [0, 0, 1, 1]]))
+    with pytest.raises(ValueError, match=r"edge_index\[1, 3\] = -1 .*0 <= index < 10"):
+        pca(x, edge_index=torch.tensor([[1, 2, 3, 4], [0, 0, 1, -1]]))
+    with pytest.raises(TypeError, match="edge_index must have dtype torch.int64.*float32"):
+        pca(x, edge_index=good.float())
+    with pytest.raises(ValueError, match=r"shape \(2, E\)"):
+        pca(x, edge_index=good[:1])
+    torch.testing.assert_close(pca(x, edge_index=good.int()).matrices,
+                               pca(x, edge_index=good).matrices, rtol=0, atol=0)
+
+
+def test_pca_weights_are_checked():
+    """Reproducer 4: a NaN weight gave non-finite frames; negative weights were accepted."""
+    x = _base_cloud(4)
+    ei = torch.tensor([[1, 2, 3], [0, 0, 0]])
+    with pytest.raises(ValueError, match=r"weight\[1\] = nan"):
+        pca(x, edge_index=ei, weight=torch.tensor([1.0, float("nan"), 0.0]))
+    with pytest.raises(ValueError, match=r"weight\[2\] = -0.5"):
+        pca(x, edge_index=ei, weight=torch.tensor([1.0, 1.0, -0.5]))
+    with pytest.raises(ValueError, match=r"weight\[0\] = inf"):
+        pca(x, edge_index=ei, weight=torch.tensor([float("inf"), 1.0, 1.0]))
+    with pytest.raises(ValueError, match=r"weight\(dist, s\)\[0\]"):
+        pca(x, edge_index=ei, weight=lambda d, s: -d)
+    f = pca(x, edge_index=ei, weight=torch.tensor([1.0, 0.0, 0.0]))
+    f.validate()
+
+
+def test_eigh3_backward_matches_linalg_eigh_and_is_finite_when_degenerate():
+    g = torch.Generator().manual_seed(6)
+    a = torch.randn(50, 3, 3, generator=g, dtype=torch.float64)
+    A = (a @ a.transpose(1, 2)).requires_grad_()
+    gl, gv = (torch.randn(50, 3, generator=g, dtype=torch.float64),
+              torch.randn(50, 3, 3, generator=g, dtype=torch.float64))
+
+    def loss(lam, V):
+        V = V * torch.sign(V[..., :1]).detach()  # same sign convention for both solvers
+        return (lam * gl).sum() + (V * gv).sum()
+
+    loss(*eigh3(A)).backward()
+    g1, A.grad = A.grad.clone(), None
+    lam, U = torch.linalg.eigh(0.5 * (A + A.transpose(1, 2)))  # symmetric perturbations
+    loss(lam.flip(-1), U.flip(-1).transpose(-1, -2)).backward()
+    g2 = A.grad
+    # eigh3 reads the upper triangle only: compare symmetric parts
+    torch.testing.assert_close(g1 + g1.transpose(1, 2), g2 + g2.transpose(1, 2), atol=1e-8,
+                               rtol=0)
+    D = torch.diag_embed(torch.tensor([[1.0, 1, 0], [2.0, 2, 2], [0.0, 0, 0]],
+                                      dtype=torch.float64)).requires_grad_()
+    lam, V = eigh3(D)
+    (lam.sum() + (V * torch.randn(3, 3, 3, generator=g, dtype=torch.float64)).sum()).backward()
+    assert torch.isfinite(D.grad).all()
+    torch.testing.assert_close(D.grad.diagonal(dim1=1, dim2=2), torch.ones(3, 3,
+                               dtype=torch.float64))  # d(sum of eigenvalues)/d(diagonal) = 1

@@ -152,3 +152,38 @@ def test_load_rebuilds_a_normals_checkpoint(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(ValueError, match="cannot be read"):
         models.load(str(tmp_path / "junk.pt"))
+
+
+@pytest.mark.parametrize("arch, flavour", [("dgcnn", "pca"), ("pointnet2", "plain"),
+                                           ("pointnet2", "learned"), ("pca", "pca")])
+def test_outputs_do_not_depend_on_position_and_size_of_each_cloud(arch, flavour):
+    """Issue 17, reproducer 1 on the models' input path: large or tiny coordinates overflowed
+    (NaN) or underflowed; each cloud is now centred and scaled on entry."""
+    torch.manual_seed(0)
+    model = models.build(arch, flavour, **SMALL.get(arch, {"k": 8}))
+    batch = _batch()
+    out0 = model(batch).detach()
+    for e in (-100, -40, 40, 100):  # a power of two only changes exponents: bit for bit
+        out = model(Batch(pos=batch.pos * 2.0 ** e, batch=batch.batch, ptr=batch.ptr))
+        assert torch.equal(out.detach(), out0), e
+    shift = torch.tensor([[1.0, -2.0, 0.5]])
+    per_cloud = torch.tensor([1e-30, 1e13, 1e20, 1e37])
+    for s0, s1 in ((0, 1), (2, 3), (1, 2)):  # two clouds of different sizes in one batch
+        s = torch.tensor([per_cloud[s0], per_cloud[s1]])[batch.batch, None]
+        out = model(Batch(pos=(batch.pos + shift) * s, batch=batch.batch, ptr=batch.ptr))
+        assert torch.isfinite(out).all()
+        torch.testing.assert_close(out.detach(), out0, atol=2e-3, rtol=0)
+
+
+def test_check_batch_normalises_each_cloud():
+    from models._common import check_batch
+
+    batch = _batch()
+    pos, b = check_batch(Batch(pos=batch.pos * 1e30 + 3e30, batch=batch.batch, ptr=batch.ptr))
+    for c in (0, 1):
+        p = pos[b == c].double()
+        torch.testing.assert_close(p.mean(0), torch.zeros(3, dtype=torch.float64), atol=1e-6,
+                                   rtol=0)
+        assert abs(float(p.norm(dim=1).max()) - 1.0) < 1e-6
+    with pytest.raises(TypeError, match="floating point"):
+        check_batch(Data(pos=torch.ones(4, 3, dtype=torch.long)))

@@ -248,11 +248,18 @@ def hops_call(
                 if strict and not any(value is t for t in tracked):
                     raise NotRaw(key)
                 sources, _ = expansion.local(value, carried[key], key)
-                kwargs[key] = (sources, value) if s2t else (value, sources)
-            elif strict and f"{key}_j" in wanted and value is not None:
+                # target_to_source: PyG's generated propagate reads x_j from x[0] whatever the
+                # flow, so there the sources [slots = targets | copies] are one node set
+                kwargs[key] = (sources, value) if s2t else sources
+            elif strict and value is not None and (
+                    f"{key}_j" in wanted or (not s2t and f"{key}_i" in wanted)):
                 raise NotRaw(key)
-        sizes = (expansion.num_sources, n) if s2t else (n, expansion.num_sources)
-        out = base(layer, expansion.edge_index(), size=sizes, **kwargs)
+        if s2t:
+            return keep(base(layer, expansion.edge_index(),
+                             size=(expansion.num_sources, n), **kwargs))
+        return keep(base(layer, expansion.edge_index(), size=None, **kwargs)[:n])
+
+    def keep(out: torch.Tensor) -> torch.Tensor:
         tracked.append(out)
         return out
 

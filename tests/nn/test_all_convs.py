@@ -165,12 +165,17 @@ WORLD = ("pos", "normal")
 LOCAL_EXTRA = ("x_0",)
 
 
-def _data(seed: int = 0) -> dict:
+def _data(seed: int = 0, loops: bool = False) -> dict:
+    """A random graph without self loops; with ``loops``, a few self loops and a repeated edge
+    (the edge count stays ``E``)."""
     gen = torch.Generator().manual_seed(seed)
     f = dict(dtype=torch.float64)
     src = torch.randint(0, N, (E,), generator=gen)
     dst = torch.randint(0, N, (E,), generator=gen)
     src = torch.where(src == dst, (src + 1) % N, src)
+    if loops:
+        src[:3] = dst[:3]  # self loops on three nodes
+        src[3], dst[3] = src[4], dst[4]  # a repeated edge
     R = random_orthogonal(N, 3, generator=gen)
     assert (torch.linalg.det(R) < 0).any() and (torch.linalg.det(R) > 0).any()
     normal = torch.nn.functional.normalize(torch.randn(N, 3, generator=gen, **f), dim=-1)
@@ -213,14 +218,14 @@ def own_frame_reference(name: str, layer: nn.Module, d: dict) -> torch.Tensor:
     R = d["R"]
     rows = []
     for i in range(N):
-        rel = R[i] @ R.transpose(1, 2)  # R_i R_j^T for every node j
+        rho = REPS.matrix(R[i] @ R.transpose(1, 2))  # dense rho(R_i R_j^T) for every node j
         extra = {}
         for k in spec.inputs:
             if k in LOCAL_EXTRA:
-                extra[k] = torch.stack([REPS.matrix(rel[j]) @ d[k][j] for j in range(N)])
+                extra[k] = torch.einsum("nab,nb->na", rho, d[k])
             elif k in WORLD:
                 extra[k] = d[k] @ R[i].T
-        x = torch.stack([REPS.matrix(rel[j]) @ d["x"][j] for j in range(N)])
+        x = torch.einsum("nab,nb->na", rho, d["x"])
         rows.append(_out(layer(**_args(spec, d, x, extra)))[i])
     return torch.stack(rows)
 
@@ -242,11 +247,15 @@ def test_table_covers_pyg():
             assert RULES[name].route != "refuse", name
 
 
-def _check_exact(name: str) -> None:
+def _check_exact(name: str, loops: bool = False, flow: str | None = None) -> None:
     layer = _build(name)
+    if flow is not None:
+        layer.flow = flow
     reference_layer = copy.deepcopy(layer)
     wrapped = _wrapped(name, layer)
-    d = _data()
+    d = _data(loops=loops)
+    if flow == "target_to_source":
+        d["edge_index"] = d["edge_index"].flip(0)
     spec = CONVS[name]
     extra = {k: d[k] for k in WORLD if k in spec.inputs}
     out = _out(wrapped(**_args(spec, d, d["x"], extra), frames=tf.Frames(d["R"])))
@@ -270,6 +279,21 @@ def test_supported_layer_equals_own_frame_reference(name):
 @pytest.mark.parametrize("name", _supported(slow=True))
 def test_supported_layer_equals_own_frame_reference_slow(name):
     _check_exact(name)
+
+
+ONE_TENSOR = ["GCNConv", "ChebConv", "SGConv", "APPNP", "ClusterGCNConv", "ARMAConv", "PDNConv",
+              "FAConv", "EGConv", "AGNNConv", "SuperGATConv", "GATConv", "PointNetConv"]
+
+
+@pytest.mark.parametrize("name", ONE_TENSOR)
+def test_graph_with_self_loops_and_a_repeated_edge(name):
+    _check_exact(name, loops=True)
+
+
+@pytest.mark.parametrize("name", ["ChebConv", "SGConv", "APPNP", "ARMAConv", "PDNConv",
+                                  "AGNNConv", "GraphConv"])
+def test_flow_target_to_source(name):
+    _check_exact(name, flow="target_to_source")
 
 
 @pytest.mark.parametrize("name", [n for n, s in CONVS.items() if s.status == "refused"])

@@ -106,8 +106,8 @@ def _own_frame(layer, d, with_pos=False):
     rows = []
     R = d["R"]
     for i in range(N):
-        rel = R[i] @ R.transpose(1, 2)
-        x = torch.stack([REPS.matrix(rel[j]) @ d["x"][j] for j in range(N)])
+        rho = REPS.matrix(R[i] @ R.transpose(1, 2))  # dense rho(R_i R_j^T) for every j
+        x = torch.einsum("nab,nb->na", rho, d["x"])
         args = (x, d["pos"] @ R[i].T) if with_pos else (x,)
         rows.append(layer(*args, d["edge_index"])[i])
     return torch.stack(rows)

@@ -132,7 +132,9 @@ CONVS: dict[str, Conv] = {
                              slow=True),
     "FiLMConv": Conv(lambda: gnn.FiLMConv(C, 6, num_relations=2), inputs=("edge_type",),
                      slow=True),
-    "SuperGATConv": Conv(lambda: gnn.SuperGATConv(C, 3, heads=2)),
+    "SuperGATConv": Conv(lambda: gnn.SuperGATConv(C, 3, heads=2),
+                         note="in training mode its attention loss samples negative edges "
+                              "among the targets and edge copies"),
     "FAConv": Conv(lambda: gnn.FAConv(C, eps=0.2), inputs=("x_0",)),
     "EGConv": Conv(lambda: gnn.EGConv(C, 8, aggregators=["symnorm", "max"], num_heads=2,
                                       num_bases=2)),
@@ -355,7 +357,17 @@ def render_layers_doc() -> str:
         "`propagate` carries features along each edge, so a message travelling `j -> k -> i` "
         "arrives as `rho(R_i R_j^T) x_j`. A layer of any other class (a user's own layer) "
         "tries the per-hop path at its first call and takes targets + edge copies with "
-        "degrees if `propagate` receives anything but its local inputs.",
+        "degrees if `propagate` receives anything but its local inputs (it is assumed to "
+        "read neighbours only through `propagate`).",
+        "",
+        "Checked at every call, before PyG sees the input: `edge_index` (integer dtype, shape "
+        "`(2, E)`, every entry in range; `TypeError`/`ValueError` naming the entry and the "
+        "range), the frames' orthogonality (`wrap(..., validate=True)` by default, per call "
+        "`validate=`; skipped while compiling), and per-node arguments that the layer reads "
+        "per edge but that are declared neither `local` nor `world` (the error suggests "
+        "`world={'pos': '1x1n'}` or `local=`). Returned attention weights "
+        "(`return_attention_weights=True`) are on the user's `edge_index` plus the self loops "
+        "the layer adds, as the unwrapped layer returns them.",
         "",
         "| class | status | path | inputs in the test | note |",
         "|---|---|---|---|---|",

@@ -8,8 +8,13 @@ The functions follow torch-cluster's (and PyG's) argument conventions and output
   (``"source_to_target"``: ``edge_index[0]`` = neighbour j, ``edge_index[1]`` = centre i);
 - :func:`fps` returns the sampled indices, cloud by cloud, in sampling order.
 
-Batch vectors must be sorted (as in PyG); this is validated, as are non-finite positions
-(:func:`check_finite`).
+Every entry point validates its arguments the same way, whatever the backend: ``k`` and
+``max_num_neighbors`` ints ``>= 1``, ``r`` finite and ``> 0``, ``ratio`` in ``(0, 1]``,
+``chunk_size >= 1``, finite floating positions (:func:`check_finite`), ``x`` and ``y`` of one
+dtype, and integer batch vectors of one id per point, non-negative and sorted (PyG's rule;
+torch-cluster does not check and silently pairs the wrong points, here it is a
+:class:`ValueError`). Batch ids need not be consecutive: only their runs (segments) matter,
+and time and memory depend on the number of points, never on the size of the ids.
 
 Backends. ``"cluster"`` calls torch-cluster, ``"torch"`` the library's own pure-torch search,
 ``"auto"`` (the default) torch-cluster whenever it imports (:data:`WITH_TORCH_CLUSTER`), else
@@ -46,8 +51,11 @@ How far the two backends agree (torch-cluster's CPU build; what the tests check)
   torch-cluster in tree order. With truncation the pure-torch path keeps the nearest ones,
   torch-cluster an arbitrary subset.
 - :func:`fps`: identical for ``random_start=False`` (ties of the farthest distance go to the
-  lower index in both). A random start draws from ``generator`` in pure torch (always used when
-  a generator is given) and from torch-cluster's own draw otherwise, so random starts differ.
+  lower index in both), duplicates included: once a cloud's distinct positions are exhausted
+  every further index is the cloud's first point (``fps(torch.ones(10, 3), ratio=1.0,
+  random_start=False)`` is ten zeros, as in torch-cluster). A random start draws from
+  ``generator`` in pure torch (always used when a generator is given; one draw per non-empty
+  cloud) and from torch-cluster's own draw otherwise, so random starts differ.
 """
 
 from ._backend import WITH_TORCH_CLUSTER, get_backend, use_backend

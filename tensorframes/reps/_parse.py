@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Reps
+from .base import Reps, check_ascii
 from .irreps import Irreps
 from .tensorreps import TensorReps
 
@@ -17,12 +17,13 @@ def as_reps(spec: Reps | str, spatial_dim: int = 3) -> Reps:
 
     Raises:
         TypeError: ``spec`` is neither a Reps nor a string.
-        ValueError: the string parses as neither kind.
+        ValueError: the string parses as neither kind, or is not ASCII.
     """
     if isinstance(spec, Reps):
         return spec
     if not isinstance(spec, str):
         raise TypeError(f"expected a Reps or a reps string, got {type(spec).__name__}")
+    check_ascii(spec, "reps")
     try:
         return TensorReps(spec, spatial_dim=spatial_dim)
     except ValueError:

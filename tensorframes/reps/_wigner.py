@@ -24,7 +24,7 @@ from collections.abc import Iterable
 import torch
 
 from .._math import det_sign, solid_harmonics, sphere_quadrature
-from .base import check_matrices
+from .base import check_matrices, check_orthogonal
 
 __all__ = ["wigner_D_from_matrix"]
 
@@ -190,7 +190,8 @@ def wigner_D_recursive(l: int, R: torch.Tensor) -> torch.Tensor:
     return D
 
 
-def wigner_D_from_matrix(l: int, R: torch.Tensor, p: int | None = None) -> torch.Tensor:
+def wigner_D_from_matrix(l: int, R: torch.Tensor, p: int | None = None, *,
+                         validate: bool = True) -> torch.Tensor:
     """The matrix of the irrep ``(l, p)`` of O(3) at ``R``: ``(..., 2l+1, 2l+1)``.
 
     ``p^k D^l(det(R) R)`` with ``k = (1 - det R)/2``, identical to e3nn's
@@ -203,6 +204,10 @@ def wigner_D_from_matrix(l: int, R: torch.Tensor, p: int | None = None) -> torch
         l: the degree, an int ``>= 0``.
         R: ``(..., 3, 3)`` orthogonal matrices (floating point).
         p: the parity, ``1`` or ``-1`` (default ``(-1)^l``).
+        validate: check that ``R`` is orthogonal (:func:`~tensorframes.reps.base.check_orthogonal`:
+            :class:`ValueError` naming the deviation ``max |R R^T - I|`` and the tolerance of the
+            dtype); default on, skipped while compiling. A non-orthogonal ``R`` would give a
+            matrix that is no representation (the zero matrix zeroes every ``l > 0``).
     """
     if isinstance(l, bool) or not hasattr(l, "__index__") or operator.index(l) < 0:
         raise ValueError(f"the degree l must be an int >= 0, got {l!r}")
@@ -212,6 +217,8 @@ def wigner_D_from_matrix(l: int, R: torch.Tensor, p: int | None = None) -> torch
     if isinstance(p, bool) or p not in (-1, 1):
         raise ValueError(f"the parity p must be 1 or -1, got {p!r}")
     check_matrices(R, 3, name="R")
+    if validate:
+        check_orthogonal(R)
     D = wigner_D_polynomials([l], R)[l]
     if p != (-1) ** l:
         return D * det_sign(R)[..., None, None]

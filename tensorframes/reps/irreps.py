@@ -18,13 +18,32 @@ import torch
 
 from .._math import det_sign
 from ._wigner import wigner_D_from_matrix, wigner_D_polynomials
-from .base import Reps, check_matrices
+from .base import (
+    MAX_DIM,
+    Reps,
+    check_ascii,
+    check_dim,
+    check_matrices,
+    check_orthogonal,
+    is_cartesian_spec,
+    kinds_do_not_add,
+)
 
 __all__ = ["Irrep", "Irreps", "MulIr"]
 
-_IR_TOKEN = re.compile(r"^(\d+)([eoy])$")
-_MULIR_TOKEN = re.compile(r"^(?:(\d+)\s*x\s*)?(\d+)([eoy])$")
+_IR_TOKEN = re.compile(r"([0-9]+)([eoy])")
+_MULIR_TOKEN = re.compile(r"(?:([0-9]+)\s*x\s*)?([0-9]+)([eoy])")
 _PARITY = {"e": 1, "o": -1}
+#: Longer numbers exceed MAX_DIM: refused before int() (see tensorreps._MAX_DIGITS).
+_MAX_DIGITS = 30
+#: Largest degree: an irrep has 2l + 1 <= MAX_DIM components.
+MAX_L = (MAX_DIM - 1) // 2
+
+
+def _check_digits(m: re.Match, token: str, spec: str) -> None:
+    if any(g is not None and len(g.lstrip("0")) > _MAX_DIGITS for g in m.groups()[:-1]):
+        raise ValueError(f"Irreps token {token!r} in {spec!r} has a number of more than "
+                         f"{_MAX_DIGITS} digits: its dim exceeds the bound MAX_DIM = {MAX_DIM}")
 
 
 def _parity(l: int, letter: str) -> int:
@@ -68,8 +87,11 @@ class Irrep(tuple):
             if isinstance(l, Irrep):
                 return l
             if isinstance(l, str):
+                check_ascii(l, "Irrep")
                 name = l.strip()
-                m = _IR_TOKEN.match(name)
+                m = _IR_TOKEN.fullmatch(name)
+                if m is not None:
+                    _check_digits(m, name, l)
                 if m is None:
                     raise ValueError(
                         f"malformed irrep {l!r}: expected '<l><p>' with an integer l >= 0 and "
@@ -88,6 +110,8 @@ class Irrep(tuple):
         l = operator.index(l)
         if l < 0:
             raise ValueError(f"the degree l of an Irrep must be an int >= 0, got {l}")
+        if l > MAX_L:
+            check_dim(2 * l + 1, f"Irrep of degree l={l}")
         if isinstance(p, bool) or p not in (-1, 1):
             raise ValueError(f"the parity p of an Irrep must be 1 or -1, got {p!r}")
         return super().__new__(cls, (int(l), int(p)))
@@ -142,10 +166,10 @@ class Irrep(tuple):
         return Irreps([(mul, self)])
 
     def __add__(self, other) -> Irreps:
-        return Irreps(self) + Irreps(other)
+        return Irreps(self).__add__(other)
 
     def __radd__(self, other) -> Irreps:
-        return Irreps(other) + Irreps(self)
+        return Irreps(self).__radd__(other)
 
     def count(self, _value: object) -> NoReturn:  # tuple methods make no sense (as e3nn)
         raise NotImplementedError
@@ -157,13 +181,14 @@ class Irrep(tuple):
         """True when ``rho(R) = det(R) D^l(R)`` (parity differs from ``(-1)^l``)."""
         return self.p != (-1) ** self.l
 
-    def D_from_matrix(self, R: torch.Tensor) -> torch.Tensor:
+    def D_from_matrix(self, R: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
         """``p^k D^l(det(R) R)`` with ``k = (1 - det R)/2``, shape ``(..., 2l+1, 2l+1)``.
 
         Identical to e3nn's ``Irrep.D_from_matrix`` for orthogonal ``R`` (any det), without
-        Euler angles (see :mod:`tensorframes.reps._wigner`).
+        Euler angles (see :mod:`tensorframes.reps._wigner`). ``validate`` as in
+        :func:`~tensorframes.reps.wigner_D_from_matrix`.
         """
-        return wigner_D_from_matrix(self.l, R, self.p)
+        return wigner_D_from_matrix(self.l, R, self.p, validate=validate)
 
 
 class MulIr(NamedTuple):
@@ -193,12 +218,15 @@ class SortResult(NamedTuple):
 
 
 def _parse(spec: str) -> list[MulIr]:
+    check_ascii(spec, "Irreps")
     if spec.strip() == "":
         return []
     out = []
     for raw in spec.split("+"):
         token = raw.strip()
-        m = _MULIR_TOKEN.match(token)
+        m = _MULIR_TOKEN.fullmatch(token)
+        if m is not None:
+            _check_digits(m, token, spec)
         if m is None:
             raise ValueError(
                 f"malformed Irreps token {token!r} in {spec!r}: expected '<mul>x<l><p>' or "
@@ -260,6 +288,11 @@ class Irreps(tuple, Reps):
     def __new__(cls, irreps: str | Irrep | Iterable[Any] | None = None) -> Irreps:
         if isinstance(irreps, Irreps):
             return super().__new__(cls, tuple(irreps))
+        if isinstance(irreps, Reps):
+            raise TypeError(
+                f"cannot build Irreps from {irreps!r}: Cartesian tensors are not irreps; "
+                "convert with irreps, Q = tensor_reps.to_irreps()"
+            )
         if irreps is None:
             blocks = []
         elif isinstance(irreps, str):
@@ -275,6 +308,8 @@ class Irreps(tuple, Reps):
                     f"got {type(irreps).__name__}"
                 ) from None
             blocks = [_coerce_block(item) for item in items]
+        check_dim(sum(b.mul * b.ir.dim for b in blocks),
+                  f"Irreps '{'+'.join(str(b) for b in blocks)}'")
         return super().__new__(cls, blocks)
 
     def __setattr__(self, name, value):
@@ -334,14 +369,19 @@ class Irreps(tuple, Reps):
         raise NotImplementedError
 
     def __add__(self, other) -> Irreps:
+        if (isinstance(other, Reps) and not isinstance(other, Irreps)) or is_cartesian_spec(other):
+            raise kinds_do_not_add(self, other)
         return Irreps(tuple(self) + tuple(Irreps(other)))
 
     def __radd__(self, other) -> Irreps:
+        if (isinstance(other, Reps) and not isinstance(other, Irreps)) or is_cartesian_spec(other):
+            raise kinds_do_not_add(other, self)
         return Irreps(tuple(Irreps(other)) + tuple(self))
 
     def __mul__(self, n) -> Irreps:
         if isinstance(n, bool) or not isinstance(n, int):
             return NotImplemented
+        check_dim(self.dim * n, f"{n} * Irreps('{self}')")
         return Irreps(tuple(self) * n)
 
     __rmul__ = __mul__
@@ -444,13 +484,17 @@ class Irreps(tuple, Reps):
     def _distinct_ls(self) -> list[int]:
         return sorted({ir.l for mul, ir in self if mul > 0})
 
-    def D_from_matrix(self, R: torch.Tensor) -> torch.Tensor:
+    def D_from_matrix(self, R: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
         """Dense block-diagonal ``rho(R)``: ``(..., dim, dim)``, identical to e3nn's.
 
         Per block ``p^k D^l(det(R) R)``, ``k = (1 - det R)/2``; exact for every orthogonal ``R``
         (no Euler angles). For tests and small sizes; :meth:`transform` is the fast path.
+        ``validate`` (default on; negligible next to the dense matrix) raises
+        :class:`ValueError` for a non-orthogonal ``R`` (:func:`~.base.check_orthogonal`).
         """
         check_matrices(R, 3, name="R")
+        if validate:
+            check_orthogonal(R)
         batch = R.shape[:-2]
         out = R.new_zeros(*batch, self.dim, self.dim)
         Ds = wigner_D_polynomials(self._distinct_ls(), R)
@@ -466,20 +510,22 @@ class Irreps(tuple, Reps):
             out[..., s, s] = block
         return out
 
-    def matrix(self, R: torch.Tensor) -> torch.Tensor:
+    def matrix(self, R: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
         """Same as :meth:`D_from_matrix`."""
-        return self.D_from_matrix(R)
+        return self.D_from_matrix(R, validate=validate)
 
-    def transform(self, x: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+    def transform(self, x: torch.Tensor, R: torch.Tensor, *,
+                  validate: bool = False) -> torch.Tensor:
         """``rho(R) x`` for ``x``: ``(..., dim)`` and ``R``: ``(..., 3, 3)`` (broadcast).
 
         Computes ``D^l(R)`` once per distinct ``l`` (closed forms for ``l <= 2``), applies parity
         as a sign ``det(R)`` where the irrep's parity is not ``(-1)^l``, and contracts each
         block's ``(..., mul, 2l+1)`` view: ``y[..., u, i] = sum_j D[..., i, j] x[..., u, j]``.
-        Never builds the dense matrix. Differentiable in ``x`` and ``R``.
+        Never builds the dense matrix. Differentiable in ``x`` and ``R``. ``validate=True``
+        first checks that ``R`` is orthogonal (off by default: it costs more than 2% of this
+        transform, see :class:`~tensorframes.TensorReps.transform`).
         """
-        self._check_transform_args(x, R)
-        batch = torch.broadcast_shapes(x.shape[:-1], R.shape[:-2])
+        batch = self._check_transform_args(x, R, validate)
         if x.shape[:-1] != batch:
             x = x.expand(*batch, self.dim)
         ls = [l for l in self._distinct_ls() if l > 0]

@@ -9,11 +9,23 @@ from typing import Any, NamedTuple
 import torch
 
 from ._tensor_power import apply_tensor_power, tensor_power_matrix
-from .base import Reps, check_matrices
+from .base import (
+    MAX_DIM,
+    Reps,
+    check_ascii,
+    check_dim,
+    check_matrices,
+    check_orthogonal,
+    is_spherical_spec,
+    kinds_do_not_add,
+)
 from .change_of_basis import cartesian_to_irreps
 from .irreps import Irreps
 
-_TOKEN = re.compile(r"^(?:(\d+)x)?(\d+)([np])$")
+_TOKEN = re.compile(r"(?:([0-9]+)x)?([0-9]+)([np])")
+#: Numbers in a reps string longer than this are refused before conversion (they exceed
+#: MAX_DIM anyway; Python's int() would otherwise spend time or raise its own message).
+_MAX_DIGITS = 30
 
 
 class TensorRep(NamedTuple):
@@ -47,14 +59,36 @@ class SortResult(NamedTuple):
     inv: tuple[int, ...]
 
 
+def _type_dim(order: int, d: int) -> int:
+    """``d**order``, or ``MAX_DIM + 1`` when that is larger (without computing a huge power)."""
+    if order > 64:  # d >= 2: d**65 > MAX_DIM
+        return MAX_DIM + 1
+    return min(d**order, MAX_DIM + 1)
+
+
+def _check_type(order: int, d: int, text: str) -> None:
+    if _type_dim(order, d) > MAX_DIM:
+        n = d**order if order <= 10_000 else None
+        shown = "" if n is None else f"{n}" if n < 10**30 else f"{n:.3g}"
+        size = f"{d}**{order}" if n is None else f"{d}**{order} = {shown}"
+        raise ValueError(f"tensor type {text!r} in d={d} has {size} components, "
+                         f"above the bound MAX_DIM = {MAX_DIM} (2**31 - 1)")
+
+
 def _parse(spec: str) -> tuple[MulTensorRep, ...]:
+    check_ascii(spec, "TensorReps")
     spec = spec.strip()
     if spec == "":
         return ()
     blocks = []
     for raw in spec.split("+"):
         token = raw.strip()
-        m = _TOKEN.match(token)
+        m = _TOKEN.fullmatch(token)
+        if m is not None and any(g is not None and len(g.lstrip("0")) > _MAX_DIGITS
+                                 for g in m.groups()[:2]):
+            raise ValueError(f"TensorReps token {token!r} in {spec!r} has a number of more than "
+                             f"{_MAX_DIGITS} digits: its dim exceeds the bound MAX_DIM = "
+                             f"{MAX_DIM} (2**31 - 1)")
         if m is None:
             raise ValueError(
                 f"malformed TensorReps token {token!r} in {spec!r}: expected "
@@ -77,7 +111,7 @@ def _coerce_block(item) -> MulTensorRep:
     if isinstance(item, tuple) and len(item) == 2:
         mul, rep = item
         if isinstance(rep, str):
-            (block,) = _parse(rep) if _TOKEN.match(rep.strip()) else (None,)
+            (block,) = _parse(rep) if _TOKEN.fullmatch(rep.strip()) else (None,)
             if block is None or block.mul != 1:
                 raise ValueError(f"malformed tensor type {rep!r}: expected e.g. '1n' or '2p'")
             rep = block.rep
@@ -85,9 +119,10 @@ def _coerce_block(item) -> MulTensorRep:
             rep = TensorRep(*rep)
         else:
             raise TypeError(f"cannot interpret {rep!r} as a tensor type (order, parity)")
-        if not isinstance(mul, int) or mul < 0:
+        if isinstance(mul, bool) or not isinstance(mul, int) or mul < 0:
             raise ValueError(f"multiplicity must be a non-negative int, got {mul!r}")
-        if not isinstance(rep.order, int) or rep.order < 0 or rep.parity not in ("n", "p"):
+        if (isinstance(rep.order, bool) or not isinstance(rep.order, int) or rep.order < 0
+                or rep.parity not in ("n", "p")):
             raise ValueError(f"tensor type must be (order >= 0, 'n' | 'p'), got {tuple(rep)!r}")
         return MulTensorRep(mul, TensorRep(rep.order, rep.parity))
     raise TypeError(f"cannot interpret {item!r} as a TensorReps block")
@@ -114,9 +149,15 @@ class TensorReps(Reps):
 
     __slots__ = ("_blocks", "_d", "_dim", "_hash")
 
-    def __init__(self, reps: str | TensorReps | Iterable[Any] = (), spatial_dim: int = 3):
+    def __init__(self, reps: str | TensorReps | Iterable[Any] = (),
+                 spatial_dim: int = 3) -> None:
         if isinstance(spatial_dim, bool) or not isinstance(spatial_dim, int) or spatial_dim < 2:
             raise ValueError(f"spatial_dim must be an int >= 2, got {spatial_dim!r}")
+        if isinstance(reps, Reps) and not isinstance(reps, TensorReps):
+            raise TypeError(
+                f"cannot build TensorReps from {reps!r}: spherical irreps are not Cartesian "
+                "tensors (go the other way with TensorReps.to_irreps())"
+            )
         if isinstance(reps, TensorReps):
             if reps.spatial_dim != spatial_dim:
                 raise ValueError(
@@ -135,9 +176,13 @@ class TensorReps(Reps):
                     f"got {type(reps).__name__}"
                 ) from None
             blocks = tuple(_coerce_block(item) for item in items)
+        for b in blocks:
+            _check_type(b.rep.order, spatial_dim, str(b.rep))
+        dim = sum(b.mul * spatial_dim**b.rep.order for b in blocks)
+        check_dim(dim, f"TensorReps '{'+'.join(str(b) for b in blocks)}'")
         self._blocks: tuple[MulTensorRep, ...] = blocks
         self._d = spatial_dim
-        self._dim = sum(b.mul * spatial_dim**b.rep.order for b in blocks)
+        self._dim = dim
         self._hash = hash((blocks, spatial_dim))
 
     # -- immutable value semantics ------------------------------------------------------------
@@ -179,7 +224,11 @@ class TensorReps(Reps):
 
     def __add__(self, other) -> TensorReps:
         if isinstance(other, str):
+            if is_spherical_spec(other):
+                raise kinds_do_not_add(self, other)
             other = TensorReps(other, self._d)
+        if isinstance(other, Reps) and not isinstance(other, TensorReps):
+            raise kinds_do_not_add(self, other)
         if not isinstance(other, TensorReps):
             return NotImplemented
         if other._d != self._d:
@@ -190,12 +239,17 @@ class TensorReps(Reps):
 
     def __radd__(self, other) -> TensorReps:
         if isinstance(other, str):
+            if is_spherical_spec(other):
+                raise kinds_do_not_add(other, self)
             return TensorReps(other, self._d) + self
+        if isinstance(other, Reps) and not isinstance(other, TensorReps):
+            raise kinds_do_not_add(other, self)
         return NotImplemented
 
     def __mul__(self, n: int) -> TensorReps:
-        if not isinstance(n, int) or n < 0:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"can only repeat TensorReps a non-negative int times, got {n!r}")
+        check_dim(self._dim * n, f"{n} * {self!r}")
         return TensorReps(self._blocks * n, self._d)
 
     __rmul__ = __mul__
@@ -259,7 +313,8 @@ class TensorReps(Reps):
         return SortResult(TensorReps([self._blocks[i] for i in inv], self._d), tuple(p), inv)
 
     # -- action ---------------------------------------------------------------------------------
-    def transform(self, x: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+    def transform(self, x: torch.Tensor, R: torch.Tensor, *,
+                  validate: bool = False) -> torch.Tensor:
         """Return ``rho(R) x`` for ``x`` of shape ``(..., dim)`` and ``R`` of shape ``(..., d, d)``.
 
         An order-1 block is one batched matmul with ``R``; an order-2 block one matmul with the
@@ -270,11 +325,15 @@ class TensorReps(Reps):
         blocks are multiplied by ``det(R)``. Leading shapes broadcast. No Python loop over
         leading entries or multiplicity.
 
+        ``validate=True`` first checks that ``R`` is orthogonal (max ``|R R^T - I|`` within
+        :data:`~tensorframes.reps.base.ORTHOGONALITY_ATOL` of its dtype, else
+        :class:`ValueError`). Off by default: on 320,000 matrices it costs more than 2% of this
+        transform (see :mod:`tensorframes.reps.base`).
+
         Shapes:
             x: ``(..., dim)``; R: ``(..., d, d)``; returns ``(broadcast(...), dim)``.
         """
-        self._check_transform_args(x, R)
-        lead = torch.broadcast_shapes(x.shape[:-1], R.shape[:-2])
+        lead = self._check_transform_args(x, R, validate)
         d = self._d
         det = torch.linalg.det(R) if any(b.rep.parity == "p" for b in self._blocks) else None
         out = []
@@ -298,9 +357,15 @@ class TensorReps(Reps):
             return x.new_zeros(*lead, 0)
         return torch.cat(out, dim=-1)
 
-    def matrix(self, R: torch.Tensor) -> torch.Tensor:
-        """Dense block-diagonal ``rho(R)`` of shape ``(..., dim, dim)`` (tests, small sizes)."""
+    def matrix(self, R: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
+        """Dense block-diagonal ``rho(R)`` of shape ``(..., dim, dim)`` (tests, small sizes).
+
+        ``validate`` (default on; negligible next to the dense matrix) checks that ``R`` is
+        orthogonal (:func:`~tensorframes.reps.base.check_orthogonal`).
+        """
         check_matrices(R, self._d, name="R")
+        if validate:
+            check_orthogonal(R)
         lead = R.shape[:-2]
         out = R.new_zeros(*lead, self._dim, self._dim)
         det = torch.linalg.det(R) if any(b.rep.parity == "p" for b in self._blocks) else None

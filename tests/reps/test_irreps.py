@@ -320,7 +320,8 @@ def test_transform_bad_input():
         irreps.transform(torch.randn(4, 5, dtype=torch.float64), torch.randn(4, 3, 4))
     with pytest.raises(TypeError, match="share a dtype"):
         irreps.transform(torch.randn(4, 5), R)
-    with pytest.raises(RuntimeError):  # batch shapes that do not broadcast
+    with pytest.raises(ValueError, match=r"x of shape \(3, 5\) and R of shape \(4, 3, 3\) do "
+                       "not broadcast"):  # batch shapes that do not broadcast
         irreps.transform(torch.randn(3, 5, dtype=torch.float64), R)
     with pytest.raises(ValueError, match=r"R must have shape"):
         irreps.D_from_matrix(torch.randn(3, 3, 2))

@@ -191,7 +191,7 @@ def wigner_D_recursive(l: int, R: torch.Tensor) -> torch.Tensor:
 
 
 def wigner_D_from_matrix(l: int, R: torch.Tensor, p: int | None = None, *,
-                         validate: bool = True) -> torch.Tensor:
+                         validate: bool = False) -> torch.Tensor:
     """The matrix of the irrep ``(l, p)`` of O(3) at ``R``: ``(..., 2l+1, 2l+1)``.
 
     ``p^k D^l(det(R) R)`` with ``k = (1 - det R)/2``, identical to e3nn's
@@ -206,8 +206,9 @@ def wigner_D_from_matrix(l: int, R: torch.Tensor, p: int | None = None, *,
         p: the parity, ``1`` or ``-1`` (default ``(-1)^l``).
         validate: check that ``R`` is orthogonal (:func:`~tensorframes.reps.base.check_orthogonal`:
             :class:`ValueError` naming the deviation ``max |R R^T - I|`` and the tolerance of the
-            dtype); default on, skipped while compiling. A non-orthogonal ``R`` would give a
-            matrix that is no representation (the zero matrix zeroes every ``l > 0``).
+            dtype); skipped while compiling. Off by default: for one small ``l`` the check costs
+            more than 2% of this call (``l = 1`` is a copy of ``R``). A non-orthogonal ``R``
+            gives a matrix that is no representation (the zero matrix zeroes every ``l > 0``).
     """
     if isinstance(l, bool) or not hasattr(l, "__index__") or operator.index(l) < 0:
         raise ValueError(f"the degree l must be an int >= 0, got {l!r}")

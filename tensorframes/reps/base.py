@@ -56,14 +56,15 @@ class Reps(abc.ABC):
         """Return ``rho(R) x``; ``x``: ``(..., dim)``, ``R``: ``(..., d, d)``.
 
         ``validate=True`` checks that ``R`` is orthogonal (:func:`check_orthogonal`); off by
-        default on this hot path (it would cost more than 2% of the transform).
+        default on this hot path (measured 5-8% of the transform on 320,000 matrices, CPU).
         """
 
     @abc.abstractmethod
     def matrix(self, R: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
         """Return the dense block-diagonal ``rho(R)`` of shape ``(..., dim, dim)``.
 
-        ``validate`` (default on) checks that ``R`` is orthogonal (:func:`check_orthogonal`).
+        ``validate`` (default on: the dense matrix costs far more, the check is 0.1-0.2% of
+        it) checks that ``R`` is orthogonal (:func:`check_orthogonal`).
         """
 
     @abc.abstractmethod

@@ -181,7 +181,7 @@ class Irrep(tuple):
         """True when ``rho(R) = det(R) D^l(R)`` (parity differs from ``(-1)^l``)."""
         return self.p != (-1) ** self.l
 
-    def D_from_matrix(self, R: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
+    def D_from_matrix(self, R: torch.Tensor, *, validate: bool = False) -> torch.Tensor:
         """``p^k D^l(det(R) R)`` with ``k = (1 - det R)/2``, shape ``(..., 2l+1, 2l+1)``.
 
         Identical to e3nn's ``Irrep.D_from_matrix`` for orthogonal ``R`` (any det), without
@@ -489,7 +489,7 @@ class Irreps(tuple, Reps):
 
         Per block ``p^k D^l(det(R) R)``, ``k = (1 - det R)/2``; exact for every orthogonal ``R``
         (no Euler angles). For tests and small sizes; :meth:`transform` is the fast path.
-        ``validate`` (default on; negligible next to the dense matrix) raises
+        ``validate`` (default on: 0.2% of this call for ``16x0e+8x1o+4x2e``) raises
         :class:`ValueError` for a non-orthogonal ``R`` (:func:`~.base.check_orthogonal`).
         """
         check_matrices(R, 3, name="R")

@@ -327,8 +327,8 @@ class TensorReps(Reps):
 
         ``validate=True`` first checks that ``R`` is orthogonal (max ``|R R^T - I|`` within
         :data:`~tensorframes.reps.base.ORTHOGONALITY_ATOL` of its dtype, else
-        :class:`ValueError`). Off by default: on 320,000 matrices it costs more than 2% of this
-        transform (see :mod:`tensorframes.reps.base`).
+        :class:`ValueError`). Off by default: on 320,000 float32 matrices it costs 5-8% of
+        this transform on CPU (``16x0n+8x1n+4x2n``, ``16x0e+8x1o+4x2e``), above the 2% budget.
 
         Shapes:
             x: ``(..., dim)``; R: ``(..., d, d)``; returns ``(broadcast(...), dim)``.
@@ -360,8 +360,8 @@ class TensorReps(Reps):
     def matrix(self, R: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
         """Dense block-diagonal ``rho(R)`` of shape ``(..., dim, dim)`` (tests, small sizes).
 
-        ``validate`` (default on; negligible next to the dense matrix) checks that ``R`` is
-        orthogonal (:func:`~tensorframes.reps.base.check_orthogonal`).
+        ``validate`` (default on: 0.1% of this call for ``16x0n+8x1n+4x2n``) checks that ``R``
+        is orthogonal (:func:`~tensorframes.reps.base.check_orthogonal`).
         """
         check_matrices(R, self._d, name="R")
         if validate:

@@ -2,32 +2,37 @@ r"""Frames from equivariant vectors by Gram-Schmidt orthogonalisation."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .._checks import compiling
 from ._frames import Frames
-from ._scaling import ldexp, pow2_exponent
 
 __all__ = ["gram_schmidt"]
 
 
-def _row_exponent(x: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
-    """Per-row power-of-two exponent ``e`` (``(N, 1)``, detached) with
-    ``max(max_k |x_k|, floor) * 2**-e`` in ``[0.5, 1)`` (0 for zero rows)."""
-    amax = x.detach().abs().amax(-1, keepdim=True)
+#: Rows whose largest entry lies in ``[2**-SAFE_EXP, 2**SAFE_EXP]`` are used as given (no
+#: square over- or underflows there in any float dtype >= float32); others are rescaled.
+SAFE_EXP = 40
+
+
+def _row_scale(amax: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
+    """Per-row power of two ``p`` with ``max(amax, floor) / p`` in ``[0.5, 2)``; 1 for zero
+    rows. Dividing by ``p`` is exact (only exponents change)."""
     if floor > 0:
         amax = amax.clamp_min(floor)
-    return pow2_exponent(amax)
+    _, e = torch.frexp(amax)
+    top = math.frexp(torch.finfo(amax.dtype).max)[1] - 1  # 2**top: the largest power of two
+    e = torch.where(amax > 0, e, torch.zeros_like(e)).clamp(max=top)
+    return torch.exp2(e.to(amax.dtype))
 
 
 def _safe_norm(x: torch.Tensor) -> torch.Tensor:
-    """``|x|`` along the last axis with a finite gradient everywhere (zero at ``x = 0``); the
-    row is rescaled by a power of two first, so no square over- or underflows."""
-    e = _row_exponent(x)
-    xs = ldexp(x, -e)
-    sq = (xs * xs).sum(-1, keepdim=True)
+    """``|x|`` along the last axis with a finite gradient everywhere (zero at ``x = 0``)."""
+    sq = (x * x).sum(-1, keepdim=True)
     tiny = torch.finfo(x.dtype).tiny
-    return ldexp(torch.where(sq > tiny, sq, torch.full_like(sq, tiny)).sqrt(), e)
+    return torch.where(sq > tiny, sq, torch.full_like(sq, tiny)).sqrt()
 
 
 def _bump(t: torch.Tensor) -> torch.Tensor:
@@ -44,14 +49,25 @@ def _least_aligned_axis(e: torch.Tensor) -> torch.Tensor:
     return b / _safe_norm(b)
 
 
-def _check_finite_rows(t: torch.Tensor, name: str) -> None:
-    if t.numel() == 0 or compiling():
-        return
-    ok = torch.isfinite(t).all(-1)
-    if not bool(ok.all()):
-        row = int((~ok).nonzero()[0, 0])
-        raise ValueError(f"{name}[{row}] = {t[row].tolist()} is not finite: gram_schmidt needs "
-                         f"finite vectors")
+def _needs_rescaling(named: list[tuple[str, torch.Tensor, torch.Tensor]]) -> bool:
+    """One device sync for all arguments (``(name, tensor, row maxima of |tensor|)``): raise
+    naming the first non-finite argument and row; True when some row's largest entry lies
+    outside the safe range. Always True under ``torch.compile`` (no data-dependent branch)."""
+    if compiling():
+        return True
+    named = [x for x in named if x[1].numel()]
+    if not named:
+        return False
+    stats = torch.stack([f(r) for _, _, r in named for f in (torch.max, torch.min)]).tolist()
+    if not all(math.isfinite(x) for x in stats):  # a row maximum is NaN or inf
+        for name, t, _ in named:
+            rows = torch.isfinite(t).all(-1)
+            if not bool(rows.all()):
+                row = int((~rows).nonzero()[0, 0])
+                raise ValueError(f"{name}[{row}] = {t[row].tolist()} is not finite: "
+                                 f"gram_schmidt needs finite vectors")
+    lo, hi = 2.0 ** -SAFE_EXP, 2.0 ** SAFE_EXP
+    return any(x > hi or 0 < x < lo for x in stats)
 
 
 def gram_schmidt(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor | None = None, *,
@@ -70,9 +86,10 @@ def gram_schmidt(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor | None = None
     so ``gram_schmidt(g u, g v, g w) = gram_schmidt(u, v, w) g^T`` for ``g`` in SO(3) without
     ``w`` and for all of O(3) with ``w`` (a pseudo-vector-free handedness from a third vector).
 
-    **Magnitudes**: each row of ``u``, ``v`` and ``w`` is rescaled by a power of two (exact, no
-    rounding) to a largest entry near 1 before any product is formed, and every norm is taken
-    on a rescaled row, so the frame is orthogonal to round-off for every finite input, from
+    **Magnitudes**: when some row's largest entry lies outside ``[2**-40, 2**40]``, each row
+    of ``u``, ``v`` and ``w`` is rescaled by a power of two (exact, no rounding) to a largest
+    entry near 1 before any product is formed, so the frame is orthogonal to round-off for
+    every finite input, from
     subnormal to the largest float (``u = (1e20, 0, 0)``, ``v = (0, 1e20, 1e20)`` in float32
     included). ``eps`` stays an absolute length in the units of ``u`` and ``v``. NaN or
     infinite entries raise :class:`ValueError` naming the argument and the row (the check
@@ -117,9 +134,6 @@ def gram_schmidt(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor | None = None
         raise TypeError(f"u must be floating point, got {u.dtype}")
     if not eps >= 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
-    for name, t in (("u", u), ("v", v), ("w", w)):
-        if t is not None:
-            _check_finite_rows(t, name)
     dtype = u.dtype
     if dtype in (torch.float16, torch.bfloat16):
         u, v = u.float(), v.float()
@@ -128,32 +142,43 @@ def gram_schmidt(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor | None = None
         v = v.to(dtype)
         w = None if w is None else w.to(dtype)
 
+    ru = u.detach().abs().amax(-1, keepdim=True)  # row maxima
+    rv = v.detach().abs().amax(-1, keepdim=True)
+    rw = None if w is None else w.detach().abs().amax(-1, keepdim=True)
+    named = [("u", u, ru), ("v", v, rv)] + ([] if w is None else [("w", w, rw)])
+    tiny = torch.finfo(u.dtype).tiny
+    if _needs_rescaling(named):
+        # each row in units of a power of two (largest entry, or eps, in [0.5, 2)): exact, and
+        # no square over- or underflows where it matters
+        pu, pv = _row_scale(ru, eps), _row_scale(rv, eps)
+        us, eps_u, vs, eps_v, rv = u / pu, eps / pu, v / pv, eps / pv, rv / pv
+        eps_u_c, eps_v_c = eps_u.clamp_min(tiny), eps_v.clamp_min(tiny)
+        ws = None if w is None else w / _row_scale(rw)
+    else:
+        us, eps_u, vs, eps_v, ws = u, eps, v, eps, w
+        eps_u_c = eps_v_c = max(eps, tiny)
+
     ex = torch.zeros_like(u)
     ex[:, 0] = 1.0
-    # u in units of 2**eu (largest entry, or eps, in [0.5, 1)): eps_u <= 1, no overflow
-    eu = _row_exponent(u, eps)
-    us, eps_u = ldexp(u, -eu), ldexp(torch.full_like(u[:, :1], eps), -eu)
     nu = _safe_norm(us)
-    u2 = us + eps_u * _bump(nu / eps_u.clamp_min(torch.finfo(u.dtype).tiny)) * ex
+    u2 = us + eps_u * _bump(nu / eps_u_c) * ex
     n2 = _safe_norm(u2)
     ok = (n2 > eps_u * 1e-3) & (u2 != 0).any(-1, keepdim=True)
     e1 = torch.where(ok, u2 / torch.where(ok, n2, torch.ones_like(n2)), ex)
 
-    ev = _row_exponent(v, eps)
-    vs, eps_v = ldexp(v, -ev), ldexp(torch.full_like(v[:, :1], eps), -ev)
     vp = vs - (vs * e1).sum(-1, keepdim=True) * e1
     b = _least_aligned_axis(e1)
     nv = _safe_norm(vp)
-    v2 = vp + eps_v * _bump(nv / eps_v.clamp_min(torch.finfo(u.dtype).tiny)) * b
+    v2 = vp + eps_v * _bump(nv / eps_v_c) * b
     v2 = v2 - (v2 * e1).sum(-1, keepdim=True) * e1
     m2 = _safe_norm(v2)
-    # below 4 ulp (v is in units of its largest entry) the perpendicular part is round-off
-    # of the projection and its direction noise: take the fallback b (keeps e2 orthogonal)
-    ok = (m2 > eps_v * 1e-3) & (m2 > 4 * torch.finfo(v2.dtype).eps)
+    # below 4 ulp of v's largest entry the perpendicular part is round-off of the projection
+    # and its direction noise: take the fallback b (keeps e2 orthogonal)
+    ok = (m2 > eps_v * 1e-3) & (m2 > 4 * torch.finfo(v2.dtype).eps * rv)
     e2 = torch.where(ok, v2 / torch.where(ok, m2, torch.ones_like(m2)), b)
 
     e3 = torch.linalg.cross(e1, e2, dim=-1)
     if w is not None:
-        s = (ldexp(w, -_row_exponent(w)) * e3).sum(-1, keepdim=True)
+        s = (ws * e3).sum(-1, keepdim=True)
         e3 = torch.where(s < 0, -e3, e3)
     return Frames(torch.stack([e1, e2, e3], 1).to(dtype))

@@ -590,7 +590,7 @@ def test_huge_batch_ids_equal_torch_cluster():
     ref = torch_cluster.knn_graph(x, 6, cb)
     assert torch.equal(graph.knn_graph(x, 6, hb, backend="cluster"), ref)
     assert torch.equal(graph.knn_graph(x, 6, hb, backend="torch"), ref)
-    ref = torch_cluster.radius(x, x[::3], 0.8, cb, cb[::3], 1000)
+    ref = torch_cluster.radius(x, x[::3], 0.8, cb, cb[::3].contiguous(), 1000)
     key = lambda e: (e[0] * 10 ** 6 + e[1]).sort().values  # noqa: E731
     for be in ("cluster", "torch"):
         assert torch.equal(key(graph.radius(x, x[::3], 0.8, hb, hb[::3], 1000, backend=be)),

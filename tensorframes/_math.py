@@ -85,7 +85,7 @@ def det3(R: torch.Tensor) -> torch.Tensor:
 
 
 def det_sign(R: torch.Tensor) -> torch.Tensor:
-    """``+1`` / ``-1`` per ``(..., 3, 3)`` matrix (``-1`` where ``det(R) < 0``), in ``R``'s dtype."""
+    """``+1`` / ``-1`` per ``(..., 3, 3)`` matrix (``-1`` where ``det(R) < 0``), in R's dtype."""
     d = det3(R).detach()
     return torch.where(d < 0, -torch.ones_like(d), torch.ones_like(d))
 

@@ -259,7 +259,9 @@ def test_compiled_equals_eager_on_generic_and_multi_hop_paths(name):
         "RootConv": lambda: RootConv(C, 6),
         "TutorialGCN": lambda: TutorialGCN(C, 6),
     }
-    w = wrap(layers[name]().double(), local={"x": REPS})
+    layer = layers[name]().double()
+    w = wrap(layer, local={"x": REPS})
+    fresh = wrap(layer, local={"x": REPS})  # compiled before any eager call (users' layers)
     d = _data()
     frames = tf.Frames(d["R"])
     extra = {}
@@ -268,9 +270,10 @@ def test_compiled_equals_eager_on_generic_and_multi_hop_paths(name):
                                          generator=torch.Generator().manual_seed(3))
     eager = w(d["x"], d["edge_index"], frames=frames, **extra)
     torch._dynamo.reset()
-    compiled = torch.compile(w, backend="aot_eager", fullgraph=False)
+    compiled = torch.compile(fresh, backend="aot_eager", fullgraph=False)
     out = compiled(d["x"], d["edge_index"], frames=frames, **extra)
     torch.testing.assert_close(out, eager, rtol=0, atol=1e-10)
+    assert fresh.route == w.route
     # the instance-level propagate never outlives a call
     assert "propagate" not in w.layer.__dict__
 

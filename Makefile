@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## main job: normal regression on the built-in SyntheticShapes, printing the comparison table
-## (about 6 minutes on 2 idle cores; results in runs/compare_quick/)
+## (6-8 minutes on 2 idle cores; results in runs/compare_quick/)
 run: $(STAMP)
 	$(PY) -m examples.normals compare --preset quick
 
@@ -27,7 +27,8 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q || [ $$? -eq 5 ]   # 5: no slow test collected
 
 ## optional accelerated neighbour search: compiles torch-cluster from source (10-20 min once,
-## pip caches the wheel). The library works without it (pure-torch fallback, same results).
+## pip caches the wheel). The library works without it (pure-torch fallback: the same neighbour
+## sets up to ties at the k-th distance, see README).
 cluster: $(STAMP)
 	$(PY) -m pip install --quiet scipy
 	$(PY) -m pip install --quiet --no-build-isolation "torch-cluster>=1.6"

@@ -63,7 +63,7 @@ ROWS = (
 #: ``config``: :class:`Config` fields shared by every row; ``options``: per-arch model options.
 PRESETS = {
     "quick": {
-        "description": "about 10 minutes on a 2-core CPU",
+        "description": "6-8 minutes on a 2-core CPU",
         "config": dict(
             data="synthetic",
             num_shapes=256,

@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_flags(e)
 
     c = sub.add_parser("compare", help="train and evaluate every model of a preset; one table")
-    c.add_argument("--preset", default="quick", help="quick (~10 min on 2 cores) | long")
+    c.add_argument("--preset", default="quick", help="quick (6-8 min on 2 cores) | long")
     c.add_argument("--out", help="output folder (default runs/compare_<preset>)")
     c.add_argument(
         "--resume",

@@ -9,6 +9,8 @@ data-dependent branch.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 __all__ = ["check_edge_index", "check_weights", "compiling"]
@@ -47,7 +49,8 @@ def check_edge_index(
         raise ValueError(f"{name} must have shape (2, E), got {tuple(edge_index.shape)}")
     if edge_index.shape[1] == 0 or compiling():
         return
-    n_src, n_dst = (num_nodes, num_nodes) if isinstance(num_nodes, int) else num_nodes
+    n_src, n_dst = ((num_nodes, num_nodes) if isinstance(num_nodes, numbers.Integral)
+                    else num_nodes)
     lo, hi = torch.aminmax(edge_index, dim=1)
     bounds = torch.tensor([n_src, n_dst], device=edge_index.device)
     bad = (lo < 0) | (hi >= bounds)

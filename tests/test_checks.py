@@ -45,3 +45,10 @@ def test_weights():
         check_weights(torch.ones(2), 3)
     with pytest.raises(TypeError, match="floating"):
         check_weights(torch.ones(3, dtype=torch.long), 3)
+
+
+def test_edge_index_num_nodes_may_be_a_numpy_integer():
+    np = pytest.importorskip("numpy")
+    check_edge_index(torch.tensor([[0, 1], [1, 0]]), np.int64(2))
+    with pytest.raises(ValueError, match="< 2"):
+        check_edge_index(torch.tensor([[0, 2], [1, 0]]), np.int64(2))

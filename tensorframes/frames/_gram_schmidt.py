@@ -124,9 +124,10 @@ def gram_schmidt(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor | None = None
     for name, t in (("u", u), ("v", v), ("w", w)):
         if t is None:
             continue
-        if not isinstance(t, torch.Tensor) or t.dim() != 2 or t.shape[-1] != 3:
-            raise ValueError(f"{name} must be a tensor of shape (N, 3), "
-                             f"got {getattr(t, 'shape', type(t).__name__)}")
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a tensor of shape (N, 3), got {type(t).__name__}")
+        if t.dim() != 2 or t.shape[-1] != 3:
+            raise ValueError(f"{name} must be a tensor of shape (N, 3), got {tuple(t.shape)}")
         if t.shape != u.shape:
             raise ValueError(f"u and {name} must have the same shape, got {tuple(u.shape)} "
                              f"and {tuple(t.shape)}")

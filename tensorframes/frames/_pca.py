@@ -179,9 +179,12 @@ def pca(
         - input ``pos``: ``(N, d)``
         - output: :class:`Frames` of ``N`` matrices ``(d, d)`` [, :class:`PCAInfo`]
     """
-    if not isinstance(pos, torch.Tensor) or pos.dim() != 2 or not pos.is_floating_point():
-        raise ValueError("pos must be a floating point tensor of shape (N, d), got "
-                         f"{getattr(pos, 'shape', type(pos).__name__)}")
+    if not isinstance(pos, torch.Tensor) or not pos.is_floating_point():
+        got = pos.dtype if isinstance(pos, torch.Tensor) else type(pos).__name__
+        raise TypeError(f"pos must be a floating point tensor of shape (N, d), got {got}")
+    if pos.dim() != 2:
+        raise ValueError(f"pos must be a floating point tensor of shape (N, d), got shape "
+                         f"{tuple(pos.shape)}")
     if center not in ("self", "mean"):
         raise ValueError(f"center must be 'self' or 'mean', got {center!r}")
     check_finite(pos, "pos")

@@ -26,8 +26,8 @@ The pure-torch path is exact and memory-bounded: it loops over batch segments an
 of query points (at most ``chunk_size`` pairwise distances at a time; never an ``N x N`` matrix
 over a whole batch) and has no Python loop over points. For float32 clouds in d <= 3 with at
 least :data:`GRID_MIN_POINTS` points per segment it searches a uniform grid whose results are
-identical to the brute-force search's (see ``tensorframes/graph/_grid.py``). Half-precision
-inputs are searched in float32.
+identical to the brute-force search's (see ``tensorframes/graph/_grid.py``). The pure-torch
+path searches half-precision inputs in float32 (torch-cluster receives them as given).
 
 Distances are squared Euclidean distances evaluated exactly like torch-cluster's KD-tree
 (nanoflann ``L2_Adaptor``: ``((0 + dx*dx) + dy*dy) + dz*dz`` in the input dtype, groups of four

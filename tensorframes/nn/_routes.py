@@ -174,7 +174,7 @@ def expand_call(
     if not guard:
         return restore_output(layer(**new), expansion, homogeneous=True)
     outputs: list[torch.Tensor] = []
-    base = type(layer).propagate
+    base = _base_propagate(layer)
 
     def propagate(edge_index: Any, size: Any = None, **kwargs: Any) -> Any:
         if any(v is o for v in kwargs.values() for o in outputs):
@@ -191,13 +191,31 @@ def expand_call(
     return restore_output(_with_propagate(layer, propagate, new), expansion, homogeneous=True)
 
 
+_MISSING = object()
+
+
+def _base_propagate(layer: MessagePassing) -> Any:
+    """``propagate`` as ``base(layer, edge_index, size=..., **kwargs)``: the instance's own if PyG
+    installed one (``explain``, ``decomposed_layers``), else the class's."""
+    own = layer.__dict__.get("propagate")
+    if own is None:
+        return type(layer).propagate
+    return lambda _layer, *args, **kwargs: own(*args, **kwargs)
+
+
 def _with_propagate(layer: MessagePassing, propagate: Any, arguments: dict) -> Any:
-    """``layer(**arguments)`` with an instance-level ``propagate``, restored afterwards."""
+    """``layer(**arguments)`` with an instance-level ``propagate``; whatever the instance held
+    before (PyG sets one for ``explain`` / ``decomposed_layers``) is restored afterwards, also
+    on errors. Not thread-safe for one layer called from two threads at once."""
+    previous = layer.__dict__.get("propagate", _MISSING)
     layer.__dict__["propagate"] = propagate
     try:
         return layer(**arguments)
     finally:
-        layer.__dict__.pop("propagate", None)
+        if previous is _MISSING:
+            layer.__dict__.pop("propagate", None)
+        else:
+            layer.__dict__["propagate"] = previous
 
 
 def hops_call(
@@ -237,7 +255,7 @@ def hops_call(
     tracked: list[torch.Tensor] = [new[k] for k in carried if new.get(k) is not None]
     wanted = message_arg_names(layer) if strict else frozenset()
     user_edge_index = arguments["edge_index"]
-    base = type(layer).propagate
+    base = _base_propagate(layer)
     s2t = layer.flow == "source_to_target"
 
     def propagate(edge_index: Any, size: Any = None, **kwargs: Any) -> Any:

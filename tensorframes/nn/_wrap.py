@@ -58,7 +58,8 @@ class FrameWrapped(nn.Module):
         validate: bool = True,
     ) -> None:
         super().__init__()
-        self._rule: LayerRule = rule_for(layer)  # refuses what cannot be exact, by name
+        # by class first: a named reason, also for convolutions that are no MessagePassing
+        self._rule: LayerRule = rule_for(layer)
         if not isinstance(layer, MessagePassing):
             raise TypeError(
                 f"wrap expects a torch_geometric.nn.MessagePassing instance, got "
@@ -297,6 +298,8 @@ def _dynamic_edge_conv(
         raise ValueError("wrapping DynamicEdgeConv needs local={'x': reps}")
     if edge_frames is not None:
         raise ValueError("DynamicEdgeConv builds its own graph: omit edge_frames")
+    if layer.flow != "source_to_target":
+        raise ValueError("wrapped DynamicEdgeConv supports flow='source_to_target' only")
     reps = module.local["x"]
     bipartite = isinstance(frames, (tuple, list))
     x_src, x_dst = split_pair(arguments["x"], bipartite, "x")
@@ -309,8 +312,6 @@ def _dynamic_edge_conv(
     edge_index = knn(world_src, world_dst, layer.k, b_src, b_dst).flip([0])
     expansion = EdgeExpansion(edge_index, frames, layer.flow, None)
     sources, dst = expansion.local(arguments["x"], reps, "x")
-    if layer.flow != "source_to_target":
-        raise ValueError("wrapped DynamicEdgeConv supports flow='source_to_target' only")
     return layer.propagate(
         expansion.edge_index(), x=(sources, dst), size=(expansion.num_sources, expansion.n_dst)
     )
@@ -321,7 +322,11 @@ _Adapter = Callable[[FrameWrapped, dict, GraphFrames, "EdgeFrames | None"], Any]
 
 
 def _find_adapter(layer: MessagePassing) -> _Adapter:
-    return _gcn_conv if type(layer) is GCNConv else _dynamic_edge_conv
+    adapters: dict[str, _Adapter] = {"GCNConv": _gcn_conv, "DynamicEdgeConv": _dynamic_edge_conv}
+    try:
+        return adapters[type(layer).__name__]
+    except KeyError:
+        raise TypeError(f"no wrap adapter for {type(layer).__name__}") from None
 
 
 def wrap(

@@ -287,6 +287,28 @@ def test_instance_propagate_restored_after_an_error():
     assert "propagate" not in w.layer.__dict__
 
 
+def test_an_instance_propagate_of_the_users_is_used_and_kept():
+    """PyG installs an instance-level ``propagate`` (explain, decomposed_layers); the per-hop
+    path must call it and leave it in place."""
+    layer = gnn.SGConv(C, 6, K=2).double()
+    calls = []
+    own = layer.propagate
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return own(*args, **kwargs)
+
+    layer.__dict__["propagate"] = counting
+    w = wrap(layer, local={"x": REPS})
+    d = _data()
+    plain = wrap(gnn.SGConv(C, 6, K=2).double(), local={"x": REPS})
+    plain.load_state_dict(w.state_dict())
+    out = w(d["x"], d["edge_index"], frames=tf.Frames(d["R"]))
+    assert len(calls) == 2  # K = 2 hops, each through the user's propagate
+    assert layer.__dict__["propagate"] is counting
+    torch.testing.assert_close(out, plain(d["x"], d["edge_index"], frames=tf.Frames(d["R"])))
+
+
 def test_bipartite_frames_refused_on_one_tensor_paths():
     d = _data()
     w = wrap(gnn.SGConv(C, 6).double(), local={"x": REPS})

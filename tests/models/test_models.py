@@ -176,7 +176,7 @@ def test_outputs_do_not_depend_on_position_and_size_of_each_cloud(arch, flavour)
 
 
 def test_check_batch_normalises_each_cloud():
-    from models._common import check_batch
+    from models._normalize import check_batch
 
     batch = _batch()
     pos, b = check_batch(Batch(pos=batch.pos * 1e30 + 3e30, batch=batch.batch, ptr=batch.ptr))

@@ -8,6 +8,9 @@ Datasets (PyG :class:`~torch_geometric.data.InMemoryDataset`; every item a
 * :class:`ModelNet40Normals`: the ``modelnet40_normal_resampled`` files (never downloaded).
 * :class:`MeshFolder`: points sampled from any folder of ``.off`` / ``.ply`` meshes.
 
+Users' files: :func:`read_points` (``.ply`` / ``.off`` / ``.xyz`` / ``.txt`` / ``.pts`` /
+``.npy`` -> ``(N, 3)`` float64) and :func:`write_ply` (points and normals -> PLY).
+
 Transforms in :mod:`tensorframes.data.transforms`: :class:`RandomO3`, :class:`CenterScale`,
 :class:`Jitter`. Batch with :class:`torch_geometric.loader.DataLoader`.
 """
@@ -16,11 +19,13 @@ from . import transforms
 from ._cache import CacheWarning
 from ._mesh import MeshFolder, read_mesh, read_off, read_ply, sample_triangles
 from ._modelnet import ModelNet40Normals, read_xyz_normal
+from ._pointio import POINT_EXTENSIONS, read_points, write_ply
 from ._synthetic import NONUNIFORM_MIN_DENSITY, SHAPES, SyntheticShapes
 from .transforms import CenterScale, Jitter, RandomO3
 
 __all__ = [
     "NONUNIFORM_MIN_DENSITY",
+    "POINT_EXTENSIONS",
     "SHAPES",
     "CacheWarning",
     "CenterScale",
@@ -32,7 +37,9 @@ __all__ = [
     "read_mesh",
     "read_off",
     "read_ply",
+    "read_points",
     "read_xyz_normal",
     "sample_triangles",
     "transforms",
+    "write_ply",
 ]

@@ -209,6 +209,11 @@ def read_off(path: str) -> tuple[np.ndarray, np.ndarray]:
     """Strict OFF reader (``OFF`` header, counts, vertices, faces ``k i_1 .. i_k``; extra
     trailing values such as colours are ignored; ``#`` comments allowed). Also accepts the
     header glued to the counts (``OFF8 6 0``, as in some ModelNet files)."""
+    return _read_off(path, need_faces=True)
+
+
+def _read_off(path: str, need_faces: bool) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`read_off`; ``need_faces=False`` allows 0 faces (``(0, 3)`` triangles)."""
     lines = _text_lines(path)
     if not lines or not lines[0][1].upper().startswith("OFF"):
         raise ValueError(f"{path}: not an OFF file (first line must start with 'OFF')")
@@ -227,8 +232,9 @@ def read_off(path: str) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(
             f"{path}, line {no}: expected 'num_vertices num_faces num_edges', got {rest}"
         ) from None
-    if nv < 1 or nf < 1:
-        raise ValueError(f"{path}, line {no}: need at least one vertex and face, got {nv}, {nf}")
+    if nv < 1 or nf < int(need_faces):
+        what = "vertex and face" if need_faces else "vertex"
+        raise ValueError(f"{path}, line {no}: need at least one {what}, got {nv}, {nf}")
     if len(body) < nv + nf:
         raise ValueError(
             f"{path}: truncated: header announces {nv} vertices and {nf} faces, "
@@ -279,6 +285,12 @@ def read_ply(path: str) -> tuple[np.ndarray, np.ndarray]:
     """Strict PLY reader: ``vertex`` element with ``x, y, z`` and a ``face`` element with a list
     property ``vertex_indices`` (or ``vertex_index``); other elements/properties are skipped.
     Formats ``ascii``, ``binary_little_endian`` and ``binary_big_endian``."""
+    return _read_ply(path, need_faces=True)
+
+
+def _read_ply(path: str, need_faces: bool) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`read_ply`; with ``need_faces=False`` a file without a ``face`` element (or with
+    zero faces) gives triangles of shape ``(0, 3)``."""
     with open(path, "rb") as fh:
         blob = fh.read()
     m = re.search(rb"end_header[ \t]*\r?\n", blob)
@@ -313,8 +325,9 @@ def read_ply(path: str) -> tuple[np.ndarray, np.ndarray]:
     if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
         raise ValueError(f"{path}: unsupported PLY format {fmt!r}")
     names = [e[0] for e in elements]
-    if "vertex" not in names or "face" not in names:
-        raise ValueError(f"{path}: PLY needs 'vertex' and 'face' elements, found {names}")
+    if "vertex" not in names or (need_faces and "face" not in names):
+        need = "'vertex' and 'face' elements" if need_faces else "a 'vertex' element"
+        raise ValueError(f"{path}: PLY needs {need}, found {names}")
     body = blob[m.end() :]
     if fmt == "ascii":
         values = _ply_ascii(path, body, elements, header_lines=len(header) + 1)
@@ -327,7 +340,11 @@ def read_ply(path: str) -> tuple[np.ndarray, np.ndarray]:
     bad = np.flatnonzero(~np.isfinite(verts).all(1))
     if bad.size:
         raise ValueError(f"{path}: non-finite vertex {int(bad[0])}")
-    fprops = values["face"]
+    if not len(verts):
+        raise ValueError(f"{path}: PLY has no vertices")
+    fprops = values.get("face", {})
+    if not need_faces and not len(next(iter(fprops.values()), [])):
+        return verts, np.zeros((0, 3), np.int64)  # a point cloud (no or empty face element)
     key = "vertex_indices" if "vertex_indices" in fprops else "vertex_index"
     if key not in fprops:
         raise ValueError(f"{path}: PLY face element needs a list property 'vertex_indices'")

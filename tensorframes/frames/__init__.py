@@ -3,6 +3,7 @@
 - :func:`pca`: local PCA with per-axis sign disambiguation (O(3)-equivariant),
 - :func:`gram_schmidt`: frames from equivariant vectors,
 - :class:`LearnedFrames`: a small equivariant network predicting frames,
+- :class:`FrameUpdate`: frames refined between layers from the nodes' local features,
 - :func:`identity`, :func:`random`, :func:`random_global`: baselines.
 """
 
@@ -11,9 +12,11 @@ from ._frames import Frames
 from ._gram_schmidt import gram_schmidt
 from ._learned import LearnedFrames
 from ._pca import AMBIGUITY_THRESHOLD, PCAInfo, pca
+from ._update import FrameUpdate
 
 __all__ = [
     "AMBIGUITY_THRESHOLD",
+    "FrameUpdate",
     "Frames",
     "LearnedFrames",
     "PCAInfo",

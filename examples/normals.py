@@ -54,6 +54,8 @@ from ._normals_io import (
 )
 from ._normals_loop import train
 from ._normals_model import build_model, count_parameters
+from ._normals_predict import register as register_predict
+from ._normals_predict import run as run_predict
 
 __all__ = ["main", "parse_model_options"]
 
@@ -211,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--root", help="data folder override")
     c.add_argument("--epochs", type=int, help="override the preset's epochs")
     _add_runtime_flags(c)
+
+    register_predict(sub)
     return parser
 
 
@@ -336,7 +340,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"train": cmd_train, "eval": cmd_eval, "compare": cmd_compare}
+    commands = {
+        "train": cmd_train,
+        "eval": cmd_eval,
+        "compare": cmd_compare,
+        "predict": run_predict,
+    }
     try:
         return commands[args.command](args)
     except (ValueError, FileNotFoundError, FloatingPointError) as err:

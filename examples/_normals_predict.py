@@ -9,9 +9,11 @@ normal per point and writes ``<output>/<input stem>.ply``: the points as read (f
 
 The model is a checkpoint of ``train`` / ``compare`` (``--checkpoint``, read by
 :func:`models.load`; the architecture comes from the checkpoint) or the parameter-free PCA
-estimate (``--arch pca [--k K]``). Each cloud is centred and scaled to unit radius in float64
-first (as in training), so coordinates in any unit and placement work; the sign of a normal is
-the model's own and carries no meaning (unoriented normals).
+estimate (``--arch pca [--k K]``), run by :func:`models._predict.predict_normals`: each cloud
+is centred and scaled to unit radius in float64 first (as in training), so coordinates in any
+unit and placement work, and a cloud above ``--tile-points`` points is cut into spatial tiles
+with a k-NN halo (bounded memory). The sign of a normal is the model's own and carries no
+meaning (unoriented normals).
 
 Per file it prints the points, the prediction time and points per second; a tqdm bar over the
 files goes to stderr. Output files are never an input (a name collision or an output that would
@@ -33,6 +35,7 @@ from torch import nn
 from torch_geometric.data import Batch, Data
 
 import models
+from models._predict import DEFAULT_TILE_POINTS, predict_normals
 from tensorframes.data import POINT_EXTENSIONS, read_points, write_ply
 
 from ._normals_dist import resolve_device
@@ -50,7 +53,8 @@ Inputs: .ply (ascii or binary, with or without faces; other vertex properties ar
 '#' and '//' comment lines and one header line allowed), .npy (N, >=3); or folders of them
 (recursively; the output folder is skipped). A mesh gives its vertices, or with --sample N
 N points drawn area-uniformly from its faces. Each cloud is centred and scaled to unit radius
-first, so any units and placement work. The sign of a normal carries no meaning.
+first, so any units and placement work; clouds above --tile-points points are predicted in
+spatial tiles with a halo (bounded memory). The sign of a normal carries no meaning.
 
 Examples:
   python -m examples.normals predict --arch pca --input scans/ --output normals/
@@ -94,6 +98,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
     p.add_argument("--ascii", action="store_true", help="write ASCII PLY (default binary LE)")
+    p.add_argument(
+        "--tile-points",
+        type=int,
+        default=DEFAULT_TILE_POINTS,
+        help="core points per tile: larger clouds are cut into spatial tiles with a halo "
+        f"(default {DEFAULT_TILE_POINTS}; less memory with fewer)",
+    )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument(
@@ -171,13 +182,25 @@ def collect_inputs(inputs: list[str], output: str) -> list[tuple[str, str]]:
 
 
 @torch.no_grad()
-def predict_cloud(model: nn.Module, pos: np.ndarray, device: torch.device) -> np.ndarray:
+def predict_cloud(
+    model: nn.Module,
+    pos: np.ndarray,
+    device: torch.device,
+    *,
+    tile_points: int = DEFAULT_TILE_POINTS,
+    progress: bool = False,
+) -> np.ndarray:
     """Unit normals ``(N, 3)`` (float64) of one cloud ``pos`` ``(N, 3)``.
 
-    The cloud is centred and scaled to unit maximum radius in float64 (as every cloud in
-    training and ``eval``), then run through ``model`` as a one-cloud batch in float32. A zero
-    prediction stays zero."""
+    A model of :func:`models.build` / :func:`models.load` runs through
+    :func:`models._predict.predict_normals` (the cloud normalised in float64, then spatial
+    tiles of ``tile_points`` core points with a halo when it is larger). Any other model (an
+    ``"module:factory"`` arch) runs in one piece on the cloud centred and scaled to unit radius
+    in float64. A zero prediction stays zero."""
     p = torch.as_tensor(pos, dtype=torch.float64)
+    if getattr(model, "arch", None) in models.ARCHS:
+        out = predict_normals(model, p.to(device), tile_points=tile_points, progress=progress)
+        return out.to("cpu", torch.float64).numpy()
     center = p.mean(0, keepdim=True)
     radius = (p - center).norm(dim=-1).max()
     p = (p - center) / (radius if radius > 0 else 1.0)
@@ -197,6 +220,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--sample must be a positive integer, got {args.sample}")
     if args.seed < 0:
         raise ValueError(f"--seed must be a non-negative integer, got {args.seed}")
+    if args.tile_points < 1:
+        raise ValueError(f"--tile-points must be a positive integer, got {args.tile_points}")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device, 0)
@@ -215,7 +240,9 @@ def run(args: argparse.Namespace) -> int:
             _print_line(bar, f"error: {err}", sys.stderr)
             continue
         t0 = time.perf_counter()
-        normals = predict_cloud(model, pos, device)
+        normals = predict_cloud(
+            model, pos, device, tile_points=args.tile_points, progress=args.progress
+        )
         dt = time.perf_counter() - t0
         write_ply(dst, pos, normals, binary=not args.ascii)
         _print_line(

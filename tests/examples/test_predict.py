@@ -119,6 +119,34 @@ def test_predict_checkpoint_end_to_end(tmp_path, tiny_ckpt, capsys, ascii_):
     assert not list((tmp_path / "in").glob("*.ply"))  # the input folder is untouched
 
 
+def test_predict_models_checkpoint_matches_model_called_directly(tmp_path, capsys):
+    import models
+    from examples._normals_io import CHECKPOINT_FORMAT
+
+    torch.manual_seed(0)
+    model = models.build("pointnet2", "pca", k=8, width=16)
+    ckpt = {"format": CHECKPOINT_FORMAT, "arch": "pointnet2", "flavour": "pca", "epoch": 1}
+    ckpt.update(options={"k": 8, "width": 16}, model=model.state_dict(), config={})
+    torch.save(ckpt, tmp_path / "checkpoint.pt")
+    pos = _sphere(400, 3, radius=40.0, center=(100.0, 0.0, -50.0)) * [1.0, 0.6, 0.3]
+    np.save(tmp_path / "ell.npy", pos)
+    args = ["predict", "--checkpoint", str(tmp_path / "checkpoint.pt"), "--no-progress"]
+    assert main(args + ["--input", str(tmp_path / "ell.npy"), "--output", str(tmp_path)]) == 0
+    _, n = read_ply_minimal(tmp_path / "ell.ply")
+    want = _direct(model, pos)  # same orientation: the model's own output, normalised
+    np.testing.assert_allclose(n, want, atol=1e-5)  # float32 round-off only
+
+
+def test_predict_tiles_equal_one_piece_for_pca(tmp_path, capsys):
+    np.save(tmp_path / "s.npy", _sphere(1500, 8) * [3.0, 1.0, 1.0])
+    args = ["predict", "--arch", "pca", "--input", str(tmp_path / "s.npy"), "--no-progress"]
+    assert main(args + ["--output", str(tmp_path / "one")]) == 0
+    assert main(args + ["--output", str(tmp_path / "tiles"), "--tile-points", "200"]) == 0
+    _, one = read_ply_minimal(tmp_path / "one" / "s.ply")
+    _, tiles = read_ply_minimal(tmp_path / "tiles" / "s.ply")
+    np.testing.assert_allclose(np.abs((one * tiles).sum(1)), 1.0, atol=1e-6)
+
+
 def test_predict_pca_matches_analytic_normals_at_any_scale(tmp_path, capsys):
     pos = _sphere(3000, 5, radius=1e-3, center=(5.0, 5.0, 5.0))
     np.save(tmp_path / "small.npy", pos)

@@ -2,6 +2,7 @@
 
 - :func:`pca`: local PCA with per-axis sign disambiguation (O(3)-equivariant),
 - :func:`gram_schmidt`: frames from equivariant vectors,
+- :func:`three_nn`: frames from the three nearest neighbours (classical local reference frame),
 - :class:`LearnedFrames`: a small equivariant network predicting frames,
 - :class:`FrameUpdate`: frames refined between layers from the nodes' local features,
 - :func:`identity`, :func:`random`, :func:`random_global`: baselines.
@@ -11,6 +12,7 @@ from ._baselines import identity, random, random_global
 from ._frames import Frames
 from ._gram_schmidt import gram_schmidt
 from ._learned import LearnedFrames
+from ._neighbours import three_nn
 from ._pca import AMBIGUITY_THRESHOLD, PCAInfo, pca
 from ._update import FrameUpdate
 
@@ -25,4 +27,5 @@ __all__ = [
     "pca",
     "random",
     "random_global",
+    "three_nn",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._checks import compiling
 from ..reps._parse import as_reps
 from ..reps.base import Reps
 from ._frames import Frames
@@ -13,7 +14,11 @@ from ._gram_schmidt import _bump, _safe_norm, gram_schmidt
 __all__ = ["FrameUpdate", "METHODS"]
 
 #: The parameterisations of the local update ``U_i``.
-METHODS = ("gram_schmidt", "quaternion")
+METHODS = ("gram_schmidt", "quaternion", "axis_angle")
+
+#: Below this squared angle the axis-angle coefficients use their Taylor series (error under
+#: ``t**4 / 362880``, far below float64 round-off).
+_SMALL_ANGLE_SQ = 1e-3
 
 
 def _quaternion_matrix(q: torch.Tensor) -> torch.Tensor:
@@ -25,6 +30,24 @@ def _quaternion_matrix(q: torch.Tensor) -> torch.Tensor:
         2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
     ]
     return torch.stack(rows, -1).view(*q.shape[:-1], 3, 3)
+
+
+def _axis_angle_matrix(w: torch.Tensor) -> torch.Tensor:
+    r"""``exp([w]_x)`` ``(N, 3, 3)`` for rotation vectors ``w`` ``(N, 3)`` (Rodrigues):
+    ``I + sinc(t) K + c(t) K^2`` with ``K = [w]_x``, ``t = |w|``, ``c(t) = (1 - cos t) / t^2``;
+    Taylor series below ``t^2 = 1e-3``, so ``w = 0`` gives ``I`` exactly, with finite
+    gradients."""
+    t2 = (w * w).sum(-1)
+    small = t2 < _SMALL_ANGLE_SQ
+    t = torch.where(small, torch.ones_like(t2), t2).sqrt()
+    a = torch.where(small, 1 - t2 / 6 * (1 - t2 / 20 * (1 - t2 / 42)), torch.sin(t) / t)
+    half = torch.sin(t / 2) / t  # (1 - cos t) / t^2 = 2 sin^2(t/2) / t^2, no cancellation
+    b = torch.where(small, 0.5 - t2 / 24 * (1 - t2 / 30 * (1 - t2 / 56)), 2 * half * half)
+    x, y, z = w.unbind(-1)
+    zero = torch.zeros_like(x)
+    K = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).view(-1, 3, 3)
+    eye = torch.eye(3, dtype=w.dtype, device=w.device)
+    return eye + a[:, None, None] * K + b[:, None, None] * (K @ K)
 
 
 def _unit_quaternion(q: torch.Tensor, eps: float) -> torch.Tensor:
@@ -68,6 +91,10 @@ class FrameUpdate(nn.Module):
       is used where that blend cancels, so ``q = 0`` gives ``U = I``. With ``o3=True`` a fifth
       output gives ``s = 1 + m_5`` and ``U`` is multiplied by ``-1`` (``det U = -1``, a
       rotoinversion) where ``s < 0`` (``+1`` at ``s = 0``).
+    - ``"axis_angle"``: a rotation vector ``w = m_{1:3}`` (axis ``w / |w|``, angle ``|w|``),
+      ``U = exp([w]_x)`` by Rodrigues' formula (a Taylor series for ``|w|^2 < 1e-3``, so
+      ``w = 0`` is exact and smooth); ``o3=True`` adds the sign ``s = 1 + m_4`` as for the
+      quaternion.
 
     The handedness (the sign of ``u_3 . (e_1 x e_2)``, or of ``s``) is a discrete choice and
     has zero gradient, as in :func:`gram_schmidt`: training does not move a node across it by
@@ -77,7 +104,9 @@ class FrameUpdate(nn.Module):
     The MLP's last layer is zero-initialised (also by :meth:`reset_parameters`), so at
     initialisation ``U_i = I`` exactly for every method: the module returns its input frames
     and (to round-off of ``rho(I)``, exactly for ``TensorReps``) its input features. Values and
-    gradients are finite for every finite input; ``U_i`` is orthogonal to round-off.
+    gradients are finite for every finite input; ``U_i`` is orthogonal to round-off. A NaN or
+    infinite entry of ``x`` raises :class:`ValueError` naming the row (one device sync; skipped
+    under ``torch.compile``).
 
     Usage between two wrapped layers (features stay local, ``frames`` are replaced):
 
@@ -103,7 +132,7 @@ class FrameUpdate(nn.Module):
     Args:
         reps (TensorReps | Irreps | str): representation of the local features ``x``
             (``d = 3``; strings as in :func:`tensorframes.reps.as_reps`).
-        method (str): ``"gram_schmidt"`` (default) or ``"quaternion"``.
+        method (str): ``"gram_schmidt"`` (default), ``"quaternion"`` or ``"axis_angle"``.
         o3 (bool): allow reflections (``det U = -1``; default) or rotations only.
         hidden_channels (int): width of the MLP's two hidden layers (default 32).
         eps (float): degeneracy scale of the normalisations (default ``1e-6``).
@@ -128,10 +157,8 @@ class FrameUpdate(nn.Module):
             raise ValueError(f"eps must be > 0, got {eps}")
         self.method, self.o3, self.eps = method, bool(o3), eps
         self.hidden_channels = hidden_channels
-        if method == "gram_schmidt":
-            self.num_outputs = 9 if self.o3 else 6
-        else:
-            self.num_outputs = 5 if self.o3 else 4
+        self.num_outputs = {"gram_schmidt": 6, "quaternion": 4, "axis_angle": 3}[method]
+        self.num_outputs += {"gram_schmidt": 3}.get(method, 1) if self.o3 else 0
         h = hidden_channels
         self.mlp = nn.Sequential(nn.Linear(self.reps.dim, h), nn.SiLU(), nn.Linear(h, h),
                                  nn.SiLU(), nn.Linear(h, self.num_outputs))
@@ -160,11 +187,14 @@ class FrameUpdate(nn.Module):
             u = m.view(-1, n, 3) + eye[:n]
             w = u[:, 2] if self.o3 else None
             return gram_schmidt(u[:, 0], u[:, 1], w, eps=self.eps).matrices
-        one = torch.zeros(4, dtype=m.dtype, device=m.device)
-        one[0] = 1.0
-        U = _quaternion_matrix(_unit_quaternion(m[:, :4] + one, self.eps))
+        if self.method == "quaternion":
+            one = torch.zeros(4, dtype=m.dtype, device=m.device)
+            one[0] = 1.0
+            U = _quaternion_matrix(_unit_quaternion(m[:, :4] + one, self.eps))
+        else:
+            U = _axis_angle_matrix(m[:, :3])
         if self.o3:
-            s = 1.0 + m[:, 4]
+            s = 1.0 + m[:, -1]
             U = torch.where((s < 0)[:, None, None], -U, U)
         return U
 
@@ -196,3 +226,8 @@ class FrameUpdate(nn.Module):
         if x.dtype != dtype:
             raise TypeError(f"{type(self).__name__} has {dtype} parameters but x is {x.dtype}: "
                             f"use module.to({x.dtype}) or x.to({dtype})")
+        if x.numel() and not compiling():
+            finite = torch.isfinite(x).all(1)
+            if not bool(finite.all()):
+                i = int((~finite).nonzero()[0, 0])
+                raise ValueError(f"x has a non-finite entry in row {i}: {x[i].tolist()}")

@@ -1,6 +1,8 @@
 """FrameUpdate: identity at initialisation, world content preserved, equivariance with
 reflections, degenerate predictions, input checks, and use between two wrapped layers."""
 
+import math
+
 import pytest
 import torch
 import torch_geometric.nn as gnn
@@ -15,7 +17,7 @@ from tensorframes.testing import POSITIONS, assert_equivariant
 REPS = {"tensor": tf.TensorReps("0n + 1n + 2n"), "irreps": tf.Irreps("0e + 1o + 2e"),
         "string": "2x0n + 1x1n"}
 METHODS = [("gram_schmidt", True), ("gram_schmidt", False), ("quaternion", True),
-           ("quaternion", False)]
+           ("quaternion", False), ("axis_angle", True), ("axis_angle", False)]
 
 
 def _perturbed(reps, method, o3, seed=0, scale=0.5):
@@ -96,7 +98,7 @@ def test_equivariance_with_reflections(method, o3):
         torch.testing.assert_close(f3.matrices, f2.matrices @ g.T, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("method", ["gram_schmidt", "quaternion"])
+@pytest.mark.parametrize("method", ["gram_schmidt", "quaternion", "axis_angle"])
 def test_reflection_reachable_only_with_o3(method):
     reps = REPS["irreps"]
     x, frames = _inputs(reps, seed=4)
@@ -106,7 +108,7 @@ def test_reflection_reachable_only_with_o3(method):
         if method == "gram_schmidt":
             mod.mlp[-1].bias[8] = -2.0  # u_3 = -e_3
         else:
-            mod.mlp[-1].bias[4] = -2.0  # s = -1
+            mod.mlp[-1].bias[-1] = -2.0  # s = -1
     U = mod.local_update(x)
     torch.testing.assert_close(torch.linalg.det(U), -torch.ones(len(x), dtype=torch.float64),
                                rtol=0, atol=1e-12)
@@ -131,13 +133,19 @@ def _degenerate(method, o3, which):
             b[3:6] = torch.tensor([1.0, -1.0, 0.0])
             if o3:
                 b[6:9] = torch.tensor([1.0, 0.0, -1.0])
-    else:
+    elif method == "quaternion":
         if which == "zero":        # q = 0 (, s = 0)
             b[0] = -1.0
             if o3:
                 b[4] = -1.0
         elif which == "parallel":  # q = -(1, 0, 0, 0): the same rotation as q
             b[0] = -2.0
+    else:
+        if which == "zero":        # w = 0 (, s = 0)
+            if o3:
+                b[3] = -1.0
+        elif which == "parallel":  # a full turn, w = (2 pi, 0, 0)
+            b[0] = 2 * math.pi
     with torch.no_grad():
         mod.mlp[-1].bias.copy_(b)
         mod.mlp[-1].weight.zero_()
@@ -147,9 +155,9 @@ def _degenerate(method, o3, which):
 @pytest.mark.parametrize("which", ["zero", "parallel"])
 @pytest.mark.parametrize("method,o3", METHODS)
 def test_degenerate_predictions_are_deterministic_and_nan_free(method, o3, which):
-    """Zero / parallel predicted vectors and a zero quaternion: U = I (gram_schmidt's fallback
-    takes e_1, then the least aligned axis e_2; a zero quaternion blends to the identity),
-    finite values and gradients."""
+    """Zero / parallel predicted vectors, a zero quaternion, a zero sign s, a full turn: U = I
+    (gram_schmidt's fallback takes e_1, then the least aligned axis e_2; a zero quaternion
+    blends to the identity; s = 0 counts as +1), finite values and gradients."""
     mod = _degenerate(method, o3, which)
     x, frames = _inputs("0n + 1n", n=6, seed=6)
     x.requires_grad_(True)
@@ -201,6 +209,10 @@ def test_input_checks():
         mod(x.tolist(), frames)
     with pytest.raises(ValueError, match="O\\(3\\)"):
         mod(x, tf.frames.identity(5, d=2))
+    bad = x.clone()
+    bad[3, 4] = float("inf")
+    with pytest.raises(ValueError, match="row 3"):
+        mod(bad, frames)
     with pytest.raises(ValueError, match="method"):
         FrameUpdate("1n", method="euler")
     with pytest.raises(ValueError, match="O\\(3\\)"):
@@ -240,7 +252,7 @@ class _Refined(nn.Module):
 
 
 @pytest.mark.parametrize("method,o3", [("gram_schmidt", True), ("quaternion", True),
-                                       ("quaternion", False)])
+                                       ("axis_angle", False)])
 def test_between_two_wrapped_layers_is_o3_equivariant(method, o3):
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(11)
@@ -257,3 +269,18 @@ def test_between_two_wrapped_layers_is_o3_equivariant(method, o3):
         h = model.conv1(None, p, ei, frames=frames)
         plain = to_global(model.conv2(h, p, ei, frames=frames), frames, OUT)
     assert (plain - model(p)).abs().amax() > 1e-3
+
+
+def test_axis_angle_matches_matrix_exponential():
+    """Rodrigues (and its Taylor branch near 0) against torch.linalg.matrix_exp in float64."""
+    from tensorframes.frames._update import _axis_angle_matrix
+
+    g = torch.Generator().manual_seed(12)
+    w = torch.randn(50, 3, generator=g, dtype=torch.float64)
+    w = w * torch.logspace(-9, 1, 50, dtype=torch.float64)[:, None]  # both branches
+    x, y, z = w.unbind(-1)
+    zero = torch.zeros_like(x)
+    K = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).view(-1, 3, 3)
+    torch.testing.assert_close(_axis_angle_matrix(w), torch.linalg.matrix_exp(K), rtol=0,
+                               atol=1e-14)
+    assert torch.equal(_axis_angle_matrix(torch.zeros(2, 3)), torch.eye(3).expand(2, 3, 3))

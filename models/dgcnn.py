@@ -6,6 +6,11 @@ graph of the positions with the centred positions as input (in each point's fram
 rebuild the graph as the k-NN graph of the *world-frame* features (the only frame in which
 distances between features of different points mean something; this is also what a wrapped
 ``DynamicEdgeConv`` does). With identity frames this is the ordinary DGCNN.
+
+Options beyond the frames: ``messages`` picks what the hidden features are made of (scalars
+only, i.e. local canonicalisation, up to tensors or irreps, all 76-dimensional, so every message
+type has the same parameter count), and ``update_frames`` refines the frames after every
+EdgeConv layer but the last with :class:`tensorframes.frames.FrameUpdate`.
 """
 
 from __future__ import annotations
@@ -19,17 +24,36 @@ from torch_geometric.utils import scatter
 import tensorframes as tf
 from tensorframes.nn import to_global, to_local, wrap
 
-from ._common import FrameBuilder, check_batch, mlp, normal_head
+from ._common import (
+    FrameBuilder,
+    check_batch,
+    frame_update,
+    hidden_reps,
+    mlp,
+    normal_head,
+    update_method,
+)
 
 VECTOR = tf.TensorReps("1x1n")
+#: Feature dimension of every EdgeConv layer's output.
+DIM = 76
 
 
 class DGCNN(nn.Module):
     """Equivariant DGCNN predicting one world-frame vector per point.
 
     Args:
-        frames: ``"plain"``, ``"augment"`` (identity frames), ``"pca"`` or ``"learned"``.
-        hidden: reps of every EdgeConv layer's output.
+        frames: ``"plain"``, ``"augment"`` (identity frames), ``"pca"``, ``"learned"``,
+            ``"three_nn"`` or ``"random"`` (see :class:`models._common.FrameBuilder`).
+        messages: ``"scalar"`` (``76x0n``: canonicalisation), ``"vector"`` (``16x0n+20x1n``),
+            ``"tensor"`` (``16x0n+8x1n+4x2n``) or ``"irreps"`` (``16x0e+10x1o+6x2e``).
+        hidden: reps (a TensorReps or Irreps string) of every EdgeConv layer's output;
+            overrides ``messages`` when given.
+        update_frames: ``False``; ``True`` or ``"gram_schmidt"``, or ``"quaternion"``: an O(3)
+            :class:`~tensorframes.frames.FrameUpdate` after every EdgeConv layer but the last
+            refines the frames (``U_i R_i``) and re-expresses that layer's output
+            (``rho(U_i) x_i``) and every earlier layer's output kept for the final
+            concatenation, so all of them are in the same frames. Not with identity frames.
         num_layers: number of EdgeConv layers (the first on positions).
         k: neighbours per point (graph and frames).
         width: hidden width of the MLPs.
@@ -39,7 +63,9 @@ class DGCNN(nn.Module):
         self,
         *,
         frames: str = "pca",
-        hidden: str = "16x0n+8x1n+4x2n",
+        messages: str = "tensor",
+        hidden: str | None = None,
+        update_frames: bool | str = False,
         num_layers: int = 3,
         k: int = 16,
         width: int = 64,
@@ -47,7 +73,11 @@ class DGCNN(nn.Module):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-        self.reps = tf.TensorReps(hidden)
+        (default,) = hidden_reps(messages, (DIM,))  # also checks `messages`
+        self.messages = messages
+        self.reps = tf.reps.as_reps(default if hidden is None else hidden)
+        method = update_method(update_frames, frames)
+        self.update_frames = method or False
         self.k = k
         self.frames = FrameBuilder(frames, k=k)
         c = self.reps.dim
@@ -58,6 +88,10 @@ class DGCNN(nn.Module):
         )
         self.mix = mlp(num_layers * c, width, c)
         self.head = normal_head(c, width)
+        self.updates = (
+            nn.ModuleList([frame_update(method, self.reps) for _ in range(num_layers - 1)])
+            if method is not None else None
+        )
 
     def forward(self, data: Data) -> torch.Tensor:
         pos, batch = check_batch(data)
@@ -74,5 +108,11 @@ class DGCNN(nn.Module):
                     edge_index = tf.graph.knn_graph(world, self.k, batch)
             h = conv(h, edge_index, frames=frames).relu()
             outs.append(h)
+            if self.updates is not None and i < len(self.convs) - 1:
+                h, new = self.updates[i](h, frames)
+                # earlier outputs are still in the old frames: carry them by U_i = R'_i R_i^T
+                rel = new.matrices @ frames.matrices.transpose(-1, -2)
+                outs = [self.reps.transform(o, rel) for o in outs[:-1]] + [h]
+                frames = new
         h = self.mix(torch.cat(outs, -1)).relu()
         return to_global(self.head(h), frames, VECTOR)

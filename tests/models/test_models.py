@@ -6,8 +6,8 @@ import models
 import tensorframes as tf
 from tensorframes.testing import POSITIONS, assert_equivariant
 
-FRAME_ARCHS = [("pointnet2", f) for f in ("plain", "augment", "pca", "learned")] + [
-    ("dgcnn", f) for f in ("plain", "augment", "pca", "learned")
+FRAME_ARCHS = [("pointnet2", f) for f in ("plain", "augment", "pca", "learned", "random")] + [
+    ("dgcnn", f) for f in ("plain", "augment", "pca", "learned", "random")
 ]
 SMALL = {
     "pointnet2": dict(hidden=("4x0n+2x1n+1x2n", "4x0n+2x1n+1x2n", "4x0n+2x1n+1x2n"), width=16,
@@ -141,7 +141,9 @@ def test_load_rebuilds_a_normals_checkpoint(tmp_path):
                 "options": options, "model": trained.state_dict(), "epoch": 3}, path)
     torch.manual_seed(1)
     model = models.load(str(path))
-    assert (model.arch, model.flavour, model.options) == ("dgcnn", "pca", options)
+    # build stores the message type and the frame update next to the options it was given
+    assert (model.arch, model.flavour, model.options) == (
+        "dgcnn", "pca", {**options, "messages": "tensor", "update_frames": False})
     assert not model.training
     batch = _batch()
     torch.testing.assert_close(model(batch), trained.eval()(batch), rtol=0, atol=0)

@@ -25,10 +25,11 @@ Options of the frame-based archs (stored in ``model.options``, so checkpoints re
   ``"scalar"`` (``0n`` only: local canonicalisation, a neighbour's numbers arrive in its own
   frame's coordinates), ``"vector"`` (``0n + 1n``), ``"tensor"`` (``0n + 1n + 2n``, the default)
   or ``"irreps"`` (``0e + 1o + 2e``, spherical). An explicit ``hidden=`` overrides it.
-* ``update_frames``: ``False`` (default), ``True`` / ``"gram_schmidt"`` or ``"quaternion"``: an
-  O(3) ``tf.frames.FrameUpdate`` after every wrapped layer but the last refines the frames
-  (``U_i R_i``) and re-expresses the features held in them; all later layers, interpolation
-  and the head use the refined frames. Frame flavours only (``ValueError`` for plain/augment).
+* ``update_frames``: ``False`` (default), ``True`` / ``"gram_schmidt"``, ``"quaternion"`` or
+  ``"axis_angle"``: an O(3) ``tf.frames.FrameUpdate`` after every wrapped layer but the last
+  refines the frames (``U_i R_i``) and re-expresses the features held in them; all later
+  layers, interpolation and the head use the refined frames. Frame flavours only
+  (``ValueError`` for plain/augment).
 
 ``models.load(path)`` rebuilds the model of a checkpoint written by
 ``python -m examples.normals train`` and loads its weights.

@@ -27,7 +27,7 @@ _FRAMED = ("pca", "learned", "random", "three_nn")
 #: ``0e + 1o + 2e`` as spherical :class:`tensorframes.Irreps`.
 MESSAGES = ("scalar", "vector", "tensor", "irreps")
 #: The parameterisations of :class:`tensorframes.frames.FrameUpdate` the models accept.
-FRAME_UPDATE_METHODS = ("gram_schmidt", "quaternion")
+FRAME_UPDATE_METHODS = ("gram_schmidt", "quaternion", "axis_angle")
 
 
 def hidden_reps(messages: str, dims: tuple[int, ...]) -> tuple[str, ...]:

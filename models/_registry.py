@@ -38,8 +38,8 @@ def build(
     For ``pointnet2`` and ``dgcnn``: ``messages`` (``"scalar"``, ``"vector"``, ``"tensor"``,
     ``"irreps"``) picks the hidden features' type at one feature dimension, so every type has
     the same parameter count (an explicit ``hidden=`` overrides it), and ``update_frames``
-    (``False``, ``True`` = ``"gram_schmidt"``, ``"quaternion"``) refines the frames between
-    layers (frame flavours only). Both are stored in ``model.messages`` /
+    (``False``, ``True`` = ``"gram_schmidt"``, ``"quaternion"``, ``"axis_angle"``) refines the
+    frames between layers (frame flavours only). Both are stored in ``model.messages`` /
     ``model.update_frames`` and in ``model.options``, so a checkpoint rebuilds the same model.
     The other archs take only the defaults.
     """

@@ -49,11 +49,13 @@ class DGCNN(nn.Module):
             ``"tensor"`` (``16x0n+8x1n+4x2n``) or ``"irreps"`` (``16x0e+10x1o+6x2e``).
         hidden: reps (a TensorReps or Irreps string) of every EdgeConv layer's output;
             overrides ``messages`` when given.
-        update_frames: ``False``; ``True`` or ``"gram_schmidt"``, or ``"quaternion"``: an O(3)
-            :class:`~tensorframes.frames.FrameUpdate` after every EdgeConv layer but the last
-            refines the frames (``U_i R_i``) and re-expresses that layer's output
-            (``rho(U_i) x_i``) and every earlier layer's output kept for the final
-            concatenation, so all of them are in the same frames. Not with identity frames.
+        update_frames: ``False``; ``True`` or ``"gram_schmidt"``, ``"quaternion"`` or
+            ``"axis_angle"``: an O(3) :class:`~tensorframes.frames.FrameUpdate` after every
+            EdgeConv layer but the last refines the frames (``U_i R_i``) and re-expresses that
+            layer's output (``rho(U_i) x_i``) and every earlier layer's output kept for the
+            final concatenation, so all of them are in the same frames. Later layers, their
+            k-NN graphs (built on world-frame features) and the head use the refined frames.
+            Not with identity frames.
         num_layers: number of EdgeConv layers (the first on positions).
         k: neighbours per point (graph and frames).
         width: hidden width of the MLPs.

@@ -49,11 +49,12 @@ class PointNet2(nn.Module):
             ``"irreps"`` (``8x0e+5x1o+3x2e`` and multiples, spherical); 38 / 76 / 152 dims.
         hidden: reps (TensorReps or Irreps strings) of the features at full resolution and at
             the two sampled levels; overrides ``messages`` when given.
-        update_frames: ``False``; ``True`` or ``"gram_schmidt"``, or ``"quaternion"``: an O(3)
-            :class:`~tensorframes.frames.FrameUpdate` after the first and the second
-            set-abstraction layer refines that level's frames (``U_i R_i``) and re-expresses its
-            features (``rho(U_i) x_i``); the coarser levels sample the refined frames, and
-            interpolation, skip connections and the head use them. Not with identity frames.
+        update_frames: ``False``; ``True`` or ``"gram_schmidt"``, ``"quaternion"`` or
+            ``"axis_angle"``: an O(3) :class:`~tensorframes.frames.FrameUpdate` after the
+            first and the second set-abstraction layer refines that level's frames
+            (``U_i R_i``) and re-expresses its features (``rho(U_i) x_i``); the coarser levels
+            sample the refined frames, and interpolation, skip connections and the head use
+            them. Not with identity frames.
         ratios: sampling ratios of the two set-abstraction levels.
         k: neighbours per point in every grouping (and for the frames).
         width: hidden width of the MLPs.

@@ -212,3 +212,142 @@ def test_random_frames_statistic_is_invariant_in_distribution():
         gaps[flavour] = abs(a - b)
     assert gaps["random"] < 0.03, gaps
     assert gaps["plain"] > 0.1, gaps
+
+
+# --------------------------------------------------------------------- frames refined in models
+
+
+def _updates(model):
+    return [model.update0, model.update1] if hasattr(model, "update0") else list(model.updates)
+
+
+def _assert_updates_move_frames(model, batch):
+    """The perturbed FrameUpdates are far from the identity (so the tests below can fail)."""
+    seen = []
+    hooks = [u.register_forward_hook(lambda mod, inp, out: seen.append((inp[1], out[1])))
+             for u in _updates(model)]
+    with torch.no_grad():
+        _run(model.double().eval(), batch, batch.pos.double())
+    for h in hooks:
+        h.remove()
+    assert len(seen) == len(_updates(model)) >= 2
+    for old, new in seen:
+        assert (old.matrices - new.matrices).abs().amax(dim=(1, 2)).median() > 0.1
+
+
+@pytest.mark.parametrize("arch", ["pointnet2", "dgcnn"])
+@pytest.mark.parametrize("flavour, method", [("pca", True), ("pca", "quaternion"),
+                                             ("pca", "axis_angle"), ("learned", "gram_schmidt")])
+def test_refined_frames_models_are_o3_equivariant(arch, flavour, method):
+    torch.manual_seed(0)
+    model = _perturb(models.build(arch, flavour, update_frames=method, **SMALL[arch]))
+    expected = "gram_schmidt" if method is True else method
+    assert model.update_frames == expected and model.options["update_frames"] == method
+    assert all(u.method == expected for u in _updates(model))
+    batch = _batch()
+    _assert_updates_move_frames(model, batch)
+    assert equivariance_error(model, batch) < 1e-10
+
+
+def test_update_frames_needs_frames_and_a_known_method():
+    for flavour in ("plain", "augment"):
+        with pytest.raises(ValueError, match="identity frames"):
+            models.build("dgcnn", flavour, update_frames=True)
+    with pytest.raises(ValueError, match="gram_schmidt.*quaternion"):
+        models.build("pointnet2", "pca", update_frames="euler")
+    assert models.build("dgcnn", "pca").updates is None
+    assert models.build("pointnet2", "pca", update_frames=False).update0 is None
+
+
+def test_untrained_frame_updates_are_the_identity():
+    """FrameUpdate starts at ``U = I``: a freshly built model with refinement computes what the
+    model without it computes (same weights elsewhere)."""
+    batch = _batch()
+    for arch in ("pointnet2", "dgcnn"):
+        torch.manual_seed(0)
+        plain = models.build(arch, "pca", **SMALL[arch]).double().eval()
+        refined = models.build(arch, "pca", update_frames=True, **SMALL[arch]).double().eval()
+        refined.load_state_dict(plain.state_dict(), strict=False)
+        with torch.no_grad():
+            a = _run(plain, batch, batch.pos.double())
+            b = _run(refined, batch, batch.pos.double())
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_dgcnn_re_expresses_earlier_outputs_in_the_refined_frames():
+    """Every layer's output reaches the final concatenation with its world-frame content
+    unchanged, written in the final (refined) frames: ``rho(R_final R_k^T) h_k``. Mixing frames
+    would keep the model equivariant (each block is still a set of invariants) but change what
+    the numbers mean, so equivariance alone cannot catch it."""
+    torch.manual_seed(0)
+    model = _perturb(models.build("dgcnn", "pca", messages="irreps", update_frames="quaternion",
+                                  **SMALL["dgcnn"])).double().eval()
+    batch = _batch()
+    conv_calls, mix_in = [], []
+    for conv in model.convs:
+        conv.register_forward_hook(
+            lambda mod, args, kwargs, out: conv_calls.append((out.relu(), kwargs["frames"])),
+            with_kwargs=True)
+    model.mix.register_forward_hook(lambda mod, inp, out: mix_in.append(inp[0]))
+    with torch.no_grad():
+        _run(model, batch, batch.pos.double())
+    final = conv_calls[-1][1]
+    c = model.reps.dim
+    assert mix_in[0].shape[-1] == len(model.convs) * c
+    for k, (h, frames) in enumerate(conv_calls):
+        world = tf.nn.to_global(h, frames, model.reps)
+        torch.testing.assert_close(mix_in[0][:, k * c:(k + 1) * c],
+                                   tf.nn.to_local(world, final, model.reps), rtol=0, atol=1e-12)
+    # the frames did change between layers (else the check above would be trivial)
+    assert (conv_calls[0][1].matrices - final.matrices).abs().max() > 0.1
+
+
+def test_pointnet2_uses_the_refined_frames_downstream():
+    """The second and third set-abstraction layers and the head see the refined frames."""
+    torch.manual_seed(0)
+    model = _perturb(models.build("pointnet2", "pca", update_frames=True,
+                                  **SMALL["pointnet2"])).double().eval()
+    batch = _batch()
+    refined, conv_frames = [], {}
+    model.update0.register_forward_hook(lambda mod, inp, out: refined.append(out[1]))
+    model.update1.register_forward_hook(lambda mod, inp, out: refined.append(out[1]))
+    for name in ("conv1", "conv2"):
+        getattr(model, name).register_forward_hook(
+            lambda mod, args, kwargs, out, name=name: conv_frames.__setitem__(name,
+                                                                              kwargs["frames"]),
+            with_kwargs=True)
+    with torch.no_grad():
+        _run(model, batch, batch.pos.double())
+    assert torch.equal(conv_frames["conv1"][0].matrices, refined[0].matrices)
+    assert torch.equal(conv_frames["conv2"][0].matrices, refined[1].matrices)
+
+
+@pytest.mark.parametrize("arch", ["pointnet2", "dgcnn"])
+def test_parameter_counts_with_refined_frames(arch):
+    """The FrameUpdates add the same number of parameters to every message type."""
+    base = {m: sum(p.numel() for p in models.build(arch, "pca", messages=m).parameters())
+            for m in MESSAGES}
+    refined = {m: sum(p.numel() for p in models.build(arch, "pca", messages=m,
+                                                      update_frames=True).parameters())
+               for m in MESSAGES}
+    extra = {m: refined[m] - base[m] for m in MESSAGES}
+    assert len(set(extra.values())) == 1 and extra["tensor"] > 0, extra
+    assert max(refined.values()) <= 1.02 * min(refined.values())
+
+
+def test_load_round_trip_with_messages_and_refined_frames(tmp_path):
+    from examples._normals_io import CHECKPOINT_FORMAT
+
+    torch.manual_seed(0)
+    trained = _perturb(models.build("dgcnn", "pca", messages="irreps", update_frames="quaternion",
+                                    **SMALL["dgcnn"]), scale=0.1)
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "arch": "dgcnn", "flavour": "pca",
+                "options": trained.options, "model": trained.state_dict(), "epoch": 3}, path)
+    torch.manual_seed(1)
+    model = models.load(str(path))
+    assert (model.messages, model.update_frames) == ("irreps", "quaternion")
+    assert model.options == trained.options
+    assert isinstance(model.reps, tf.Irreps)
+    batch = _batch()
+    torch.testing.assert_close(model(batch), trained.eval()(batch), rtol=0, atol=0)

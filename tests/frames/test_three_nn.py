@@ -227,3 +227,31 @@ def test_gradients_and_input_checks():
         three_nn(torch.zeros(5, 3), eps=-1.0)
     with pytest.raises(ValueError, match="sorted"):
         three_nn(torch.randn(4, 3), torch.tensor([1, 0, 0, 0]))
+
+
+def test_hub_in_edge_index_uses_the_flat_path_with_the_same_result():
+    """A star graph (one node with every other as candidate) is sorted pair by pair, not as a
+    padded table; both layouts give the same neighbours."""
+    from tensorframes.frames import _neighbours as nb
+
+    pos = cloud(0, 300)
+    pos[7] = pos[3]  # a duplicate among the hub's candidates
+    others = torch.arange(1, 300)
+    star = torch.stack([others, torch.zeros_like(others)])
+    f = three_nn(pos, edge_index=star)
+    torch.testing.assert_close(f.matrices[0], three_nn(pos).matrices[0], rtol=0, atol=0)
+    g = torch.Generator().manual_seed(5)
+    ei = torch.randint(0, 300, (2, 2000), generator=g)
+    ei = torch.cat([ei, ei[:, :100], star], 1)  # repeated edges, self loops, a hub
+    rep = nb._representatives(pos)
+    args = (pos, rep, ei[1], ei[1], ei[0], 300)
+    flat = nb._first_three_flat(*args)
+    width = int(torch.bincount(ei[1]).max())
+    assert 300 * width > 4 * ei.shape[1] + 4096  # three_nn takes the flat path here
+    # the padded table on the same pairs, hub removed (so that it is chosen)
+    keep = ei[1] != 0
+    assert 300 * int(torch.bincount(ei[1][keep]).max()) <= 4 * int(keep.sum()) + 4096
+    sub = (pos, rep, ei[1][keep], ei[1][keep], ei[0][keep], 300)
+    for a, b in zip(nb._first_three(*sub), nb._first_three_flat(*sub), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(flat[0][1:], nb._first_three(*sub)[0][1:], rtol=0, atol=0)

@@ -123,6 +123,25 @@ def test_unknown_messages_and_misplaced_options_raise():
         models.build("pointnet2", "pca", hidden="8x0n+4x1n")
 
 
+# --------------------------------------------------------------------------- three-nn frames
+
+
+@pytest.mark.parametrize("arch", ["pointnet2", "dgcnn"])
+@pytest.mark.parametrize("messages", ["tensor", "irreps"])
+def test_three_nn_frames_models_are_o3_equivariant(arch, messages):
+    torch.manual_seed(0)
+    model = _perturb(models.build(arch, "three_nn", messages=messages, **SMALL[arch]))
+    batch = _batch()
+    assert equivariance_error(model, batch) < 1e-10
+    # the frames are three_nn's on the model's k-NN graph (the three nearest of its candidates)
+    pos = models._common.check_batch(batch)[0]
+    edge_index = tf.graph.knn_graph(pos, SMALL[arch]["k"], batch.batch)
+    ref = tf.frames.three_nn(pos, batch.batch)
+    got = model.frames(pos, batch.batch, edge_index)
+    assert torch.equal(got.matrices, ref.matrices)
+    assert (got.det < 0).any() and (got.det > 0).any()  # handedness from the third neighbour
+
+
 # ----------------------------------------------------------------------------- random frames
 
 

@@ -6,9 +6,8 @@ import models
 import tensorframes as tf
 from tensorframes.testing import POSITIONS, assert_equivariant
 
-FRAME_ARCHS = [("pointnet2", f) for f in ("plain", "augment", "pca", "learned", "random")] + [
-    ("dgcnn", f) for f in ("plain", "augment", "pca", "learned", "random")
-]
+FRAME_FLAVOURS = ("plain", "augment", "pca", "learned", "random", "three_nn")
+FRAME_ARCHS = [(arch, f) for arch in ("pointnet2", "dgcnn") for f in FRAME_FLAVOURS]
 SMALL = {
     "pointnet2": dict(hidden=("4x0n+2x1n+1x2n", "4x0n+2x1n+1x2n", "4x0n+2x1n+1x2n"), width=16,
                       k=8),
@@ -43,7 +42,8 @@ def test_output_shape_and_flags(arch, flavour):
     assert (model.arch, model.flavour) == (arch, flavour)
 
 
-@pytest.mark.parametrize("arch, flavour", [a for a in FRAME_ARCHS if a[1] in ("pca", "learned")])
+@pytest.mark.parametrize("arch, flavour", [a for a in FRAME_ARCHS
+                                           if a[1] in ("pca", "learned", "three_nn")])
 def test_frame_models_are_o3_equivariant(arch, flavour):
     torch.manual_seed(0)
     model = models.build(arch, flavour, **SMALL[arch]).double()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from .._checks import check_weights
+from ..graph import knn
 from ._eigh3 import eigh3_packed, eigh3_packed_differentiable
 from ._scaling import ldexp
 
@@ -88,8 +89,9 @@ def _pca3(pos, ei, weight, center, *, grad=False, node_exp=None, unit_exp=0):
     """Frames of 3-d neighbourhoods. ``pos`` is in working units (``2**unit_exp`` of the
     caller's units); ``node_exp`` (``(N,)`` ints, optional) further scales the offsets of node
     ``i``'s edges by ``2**node_exp[i]``. ``grad``: build the autograd graph (no ``out=``
-    buffers). Returns ``(R, eigenvalues, rel_skew, mean squared offset, total weight)``, the
-    eigenvalues and mean squared offsets in working units."""
+    buffers). Returns ``(R, eigenvalues, rel_skew, s3, mean squared offset, total weight)``,
+    the eigenvalues and mean squared offsets in working units; ``s3`` ``(N, 3)`` is
+    ``|sum w (e.d)^3| / (W rms^3)``, the third moment's strength that :func:`tie_break` tests."""
     n = pos.shape[0]
     j, i = ei[0], ei[1]
     E = j.numel()
@@ -195,7 +197,9 @@ def _pca3(pos, ei, weight, center, *, grad=False, node_exp=None, unit_exp=0):
     c00, c01, c02, c11, c12, c22 = (M[c] / Wc for c in range(6))  # about the node itself
     ms = (c00 + c11 + c22).clamp_min(0)
     rms = ms.sqrt()
-    rows, skews = [], []
+    rows, skews, s3s = [], [], []
+    okr = (W > 0) & (ms > 0)
+    cube = torch.where(okr, W * ms * rms, torch.ones_like(ms)).detach()
     for e in vecs:
         ex, ey, ez = e
         m3 = (T[0] * ex * ex * ex + T[6] * ey * ey * ey + T[9] * ez * ez * ez
@@ -208,9 +212,11 @@ def _pca3(pos, ei, weight, center, *, grad=False, node_exp=None, unit_exp=0):
         q = (c00 * ex * ex + c11 * ey * ey + c22 * ez * ez
              + 2 * (c01 * ex * ey + c02 * ex * ez + c12 * ey * ez))
         skews.append(_rel_skew(m3, W * q.clamp_min(0) * rms))
+        s3s.append(torch.where(okr, m3.detach().abs() / cube, torch.zeros_like(cube)))
     R = torch.stack(rows, 1)
     rel_skew = torch.stack(skews, 1)
-    return R, torch.stack(vals, 1), rel_skew, ms.detach(), W.detach()
+    s3 = torch.stack(s3s, 1)
+    return R, torch.stack(vals, 1), rel_skew, s3, ms.detach(), W.detach()
 
 
 def _pca_general(pos, ei, weight, center, unit_exp=0):
@@ -246,4 +252,171 @@ def _pca_general(pos, ei, weight, center, unit_exp=0):
     m2 = pos.new_zeros(n, dim).index_add_(0, i, w[:, None] * proj ** 2)
     rms = (zeros.index_add(0, i, w * d2) / Wc).clamp_min(0).sqrt()
     rel_skew = _rel_skew(m3, m2 * rms[:, None])
-    return R, vals, rel_skew
+    cube = (W * rms ** 3)[:, None]
+    s3 = torch.where(cube > 0, m3.abs() / torch.where(cube > 0, cube, torch.ones_like(cube)),
+                     torch.zeros_like(m3))
+    return R, vals, rel_skew, s3, rms * rms
+
+
+# ---------------------------------------------------------------------------- sign tie-break
+#: Relative floor of every sign test of :func:`tie_break` (see :func:`~tensorframes.frames.pca`).
+SIGN_TOL = 1e-5
+#: Names of the sign rules, indexed by ``PCAInfo.sign_rule``.
+SIGN_RULES = ("third_moment", "first_moment", "wide_third_moment", "wide_first_moment",
+              "cloud_third_moment", "cloud_first_moment", "fallback")
+#: Wider neighbourhood of rules 2-3: this many times the neighbourhood's size.
+WIDE_FACTOR = 4
+#: Points per chunk when accumulating the clouds' moment tensors.
+_CLOUD_CHUNK = 1 << 16
+
+
+def sign_threshold(rho: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
+    """Relative threshold of a moment test at rms offset ``rho`` about a point at distance
+    ``size`` from the origin: ``max(SIGN_TOL, eps * size / rho)`` (``inf`` where ``rho`` is 0:
+    the rounding of the coordinates, ``eps * size``, against the offsets)."""
+    eps = torch.finfo(rho.dtype).eps
+    pos = rho > 0
+    t = eps * size / torch.where(pos, rho, torch.ones_like(rho))
+    return torch.where(pos, t.clamp_min(SIGN_TOL), torch.full_like(rho, float("inf")))
+
+
+def _cloud_stats(pos: torch.Tensor, batch: torch.Tensor | None):
+    """Per node: its cloud's id, and per cloud: count, centroid and radius (max distance of a
+    point from the centroid)."""
+    n = pos.shape[0]
+    if batch is None:
+        cid = torch.zeros(n, dtype=torch.long, device=pos.device)
+    else:
+        cid = torch.unique_consecutive(batch, return_inverse=True)[1]
+    nb = int(cid[-1]) + 1 if n else 0
+    cnt = torch.zeros(nb, dtype=pos.dtype, device=pos.device).index_add_(
+        0, cid, torch.ones_like(pos[:, 0]))
+    cen = pos.new_zeros(nb, pos.shape[1]).index_add_(0, cid, pos) / cnt.clamp_min(1)[:, None]
+    u = pos - cen.index_select(0, cid)
+    rad = pos.new_zeros(nb).scatter_reduce(0, cid, u.norm(dim=1), "amax", include_self=True)
+    return cid, cnt, cen, rad
+
+
+def _sums(values: torch.Tensor, index: torch.Tensor, m: int) -> torch.Tensor:
+    return values.new_zeros((m,) + values.shape[1:]).index_add_(0, index, values)
+
+
+def _decide(sign, rule, und, x, cnt, rho, order, tau_rad, code):
+    """Where ``und`` and ``|x| > tau * cnt * rho**order``: take ``sign(x)``, rule ``code``."""
+    tau = sign_threshold(rho, tau_rad)[:, None]
+    ok = und & (x.abs() > tau * (cnt * rho ** order)[:, None])
+    sign = torch.where(ok, torch.sign(x), sign)
+    rule = torch.where(ok, torch.full_like(rule, code), rule)
+    return sign, rule, und & ~ok
+
+
+def tie_break(pos: torch.Tensor, R: torch.Tensor, s3: torch.Tensor, tau0: torch.Tensor,
+              ei: torch.Tensor, batch: torch.Tensor | None, k_wide: int,
+              backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Equivariant sign tie-break of :func:`~tensorframes.frames.pca` (no gradient).
+
+    ``pos`` ``(N, d)`` (working units), ``R`` ``(N, d, d)`` the frames after the third-moment
+    rule, ``s3`` ``(N, d)`` its strengths, ``tau0`` ``(N,)`` their thresholds, ``ei`` the
+    neighbourhood graph. Returns ``(flip, rule)``: ``(N, d)`` factors +-1 for the rows of
+    ``R`` and the index in :data:`SIGN_RULES` of the rule that decided each axis."""
+    pos = pos.detach()
+    R = R.detach()
+    n, dim = pos.shape
+    flip = torch.ones(n, dim, dtype=pos.dtype, device=pos.device)
+    rule = torch.zeros(n, dim, dtype=torch.int8, device=pos.device)
+    if n == 0:
+        return flip, rule
+    need_ax = ~(s3 > tau0[:, None])
+    nodes = need_ax.any(1).nonzero().flatten()
+    if nodes.numel() == 0:
+        return flip, rule
+    m = nodes.numel()
+    Rn, und = R.index_select(0, nodes), need_ax[nodes]
+    radn = pos.index_select(0, nodes).norm(dim=1)
+    sign = torch.ones(m, dim, dtype=pos.dtype, device=pos.device)
+    rl = torch.zeros(m, dim, dtype=torch.int8, device=pos.device)
+    # rule 1: first moment of the neighbourhood (direction to its centroid)
+    loc = torch.full((n,), -1, dtype=torch.long, device=pos.device)
+    loc[nodes] = torch.arange(m, device=pos.device)
+    li = loc.index_select(0, ei[1])
+    keep = li >= 0
+    li, jj = li[keep], ei[0][keep]
+    d = pos.index_select(0, jj) - pos.index_select(0, nodes).index_select(0, li)
+    proj = torch.einsum("eab,eb->ea", Rn.index_select(0, li), d)
+    cnt = _sums(torch.ones_like(d[:, 0]), li, m)
+    rho = (_sums((d * d).sum(1), li, m) / cnt.clamp_min(1)).sqrt()
+    sign, rl, und = _decide(sign, rl, und, _sums(proj, li, m), cnt, rho, 1, radn, 1)
+    # rules 2-3: third, then first moment of the k_wide nearest points
+    if bool(und.any()):
+        sub = und.any(1).nonzero().flatten()
+        q = nodes.index_select(0, sub)
+        bq = None if batch is None else batch.index_select(0, q)
+        pair = knn(pos, pos.index_select(0, q), k_wide, batch, bq, backend=backend)
+        qi, xj = pair[0], pair[1]
+        d = pos.index_select(0, xj) - pos.index_select(0, q).index_select(0, qi)
+        proj = torch.einsum("eab,eb->ea", Rn.index_select(0, sub).index_select(0, qi), d)
+        ms_ = sub.numel()
+        cnt = _sums(torch.ones_like(d[:, 0]), qi, ms_)
+        rho = (_sums((d * d).sum(1), qi, ms_) / cnt.clamp_min(1)).sqrt()
+        m3 = _sums(proj ** 3, qi, ms_)
+        m1 = _sums(proj, qi, ms_)
+        s_, r_, u_ = sign[sub], rl[sub], und[sub]
+        s_, r_, u_ = _decide(s_, r_, u_, m3, cnt, rho, 3, radn[sub], 2)
+        s_, r_, u_ = _decide(s_, r_, u_, m1, cnt, rho, 1, radn[sub], 3)
+        sign[sub], rl[sub], und[sub] = s_, r_, u_
+    # rules 4-5: third, then first moment of the whole cloud about the node
+    if bool(und.any()):
+        cid, ccnt, cen, crad = _cloud_stats(pos, batch)
+        sub = und.any(1).nonzero().flatten()
+        q = nodes.index_select(0, sub)
+        e = Rn.index_select(0, sub)  # (s, d, d), rows = axes
+        c = cid.index_select(0, q)
+        S1, S2, S3 = _cloud_tensors(pos, cid, cen, c)
+        a = torch.einsum("sab,sb->sa", e, cen.index_select(0, c) - pos.index_select(0, q))
+        e1 = torch.einsum("sab,sb->sa", e, S1)
+        e2 = torch.einsum("sab,sbc,sac->sa", e, S2, e)
+        e3 = torch.einsum("sab,sbcd,sac,sad->sa", e, S3, e, e)
+        N = ccnt.index_select(0, c)[:, None]
+        m3 = e3 + 3 * a * e2 + 3 * a * a * e1 + N * a ** 3
+        m1 = e1 + N * a
+        w = cen.index_select(0, c) - pos.index_select(0, q)
+        size = radn[sub] + crad.index_select(0, c)
+        rho = ((torch.einsum("sbb->s", S2) + 2 * (w * S1).sum(1)) / N[:, 0]
+               + (w * w).sum(1)).clamp_min(0).sqrt()
+        s_, r_, u_ = sign[sub], rl[sub], und[sub]
+        s_, r_, u_ = _decide(s_, r_, u_, m3, N[:, 0], rho, 3, size, 4)
+        s_, r_, u_ = _decide(s_, r_, u_, m1, N[:, 0], rho, 1, size, 5)
+        sign[sub], rl[sub], und[sub] = s_, r_, u_
+    # rule 6: no equivariant choice; the largest component made positive (lowest index on ties)
+    if bool(und.any()):
+        big = Rn.abs().argmax(-1, keepdim=True)  # first maximum
+        comp = Rn.gather(-1, big)[..., 0]
+        fb = torch.where(comp < 0, -torch.ones_like(comp), torch.ones_like(comp))
+        sign = torch.where(und, fb, sign)
+        rl = torch.where(und, torch.full_like(rl, 6), rl)
+    flip[nodes] = torch.where(need_ax[nodes], sign, torch.ones_like(sign))
+    rule[nodes] = torch.where(need_ax[nodes], rl, torch.zeros_like(rl))
+    return flip, rule
+
+
+def _cloud_tensors(pos, cid, cen, c):
+    """Moment tensors ``sum u``, ``sum u u``, ``sum u u u`` (``u`` = offsets from the
+    centroid) of the clouds ``c`` ``(s,)``, accumulated in chunks of points."""
+    n, dim = pos.shape
+    want = torch.zeros(cen.shape[0], dtype=torch.bool, device=pos.device)
+    want[c] = True
+    pts = want.index_select(0, cid).nonzero().flatten()
+    nb = cen.shape[0]
+    S1 = pos.new_zeros(nb, dim)
+    S2 = pos.new_zeros(nb, dim * dim)
+    S3 = pos.new_zeros(nb, dim ** 3)
+    for lo in range(0, pts.numel(), _CLOUD_CHUNK):
+        p = pts[lo: lo + _CLOUD_CHUNK]
+        ci = cid.index_select(0, p)
+        u = pos.index_select(0, p) - cen.index_select(0, ci)
+        uu = u[:, :, None] * u[:, None, :]
+        S1.index_add_(0, ci, u)
+        S2.index_add_(0, ci, uu.reshape(-1, dim * dim))
+        S3.index_add_(0, ci, (uu[:, :, :, None] * u[:, None, None, :]).reshape(-1, dim ** 3))
+    return (S1.index_select(0, c), S2.index_select(0, c).view(-1, dim, dim),
+            S3.index_select(0, c).view(-1, dim, dim, dim))

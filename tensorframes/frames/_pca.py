@@ -11,10 +11,18 @@ import torch
 from .._checks import check_edge_index, check_weights
 from ..graph import check_finite, knn_graph, radius_graph
 from ._frames import Frames
-from ._moments import _pca3, _pca_general
+from ._moments import (
+    SIGN_RULES,
+    SIGN_TOL,
+    WIDE_FACTOR,
+    _pca3,
+    _pca_general,
+    sign_threshold,
+    tie_break,
+)
 from ._scaling import global_exponent, ldexp, pow2_exponent, scaled_radius
 
-__all__ = ["AMBIGUITY_THRESHOLD", "PCAInfo", "pca"]
+__all__ = ["AMBIGUITY_THRESHOLD", "SIGN_RULES", "SIGN_TOL", "PCAInfo", "pca"]
 
 #: Relative eigen-gap scale of the ambiguity score (see :func:`pca`; internal).
 GAP_TOL = 1e-2
@@ -23,6 +31,9 @@ SKEW_TOL = 1e-3
 #: Frames with ``ambiguity < AMBIGUITY_THRESHOLD`` have ``rel_gap > GAP_TOL`` and
 #: ``rel_skew > SKEW_TOL`` for every axis: they are stable (see :func:`pca`).
 AMBIGUITY_THRESHOLD = 0.5
+#: k-NN neighbourhoods whose k-th and (k+1)-th neighbour distances differ by at most
+#: ``KNN_TIE_TOL * eps * (|p| + distance)`` are flagged ``ambiguous`` (see :func:`pca`).
+KNN_TIE_TOL = 16
 
 
 class PCAInfo(NamedTuple):
@@ -35,12 +46,18 @@ class PCAInfo(NamedTuple):
         rel_gap: ``(N,)`` smallest gap between consecutive eigenvalues over the largest.
         rel_skew: ``(N, d)`` per-axis ``|sum w (e.d)^3| / (sum w (e.d)^2 * rms|d|)``, clipped
             to ``[0, 1]`` (``d`` = offsets from the node).
+        sign_rule: ``(N, d)`` int8, per axis the index in :data:`SIGN_RULES` of the rule that
+            fixed its sign (0: the neighbourhood's third moment, ..., 6: ``"fallback"``).
+        ambiguous: ``(N,)`` bool, the frame is not determined equivariantly: some axis fell
+            to the fallback rule, or ``rel_gap < GAP_TOL`` (axes free to turn in a plane).
     """
 
     eigenvalues: torch.Tensor
     ambiguity: torch.Tensor
     rel_gap: torch.Tensor
     rel_skew: torch.Tensor
+    sign_rule: torch.Tensor
+    ambiguous: torch.Tensor
 
 
 def _ambiguity(vals: torch.Tensor, rel_skew: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,16 +72,31 @@ def _ambiguity(vals: torch.Tensor, rel_skew: torch.Tensor) -> tuple[torch.Tensor
 
 
 def _neighbourhood(pos, k, r, edge_index, batch, max_num_neighbors, backend):
+    """``(edge_index, ties)``: ``ties`` ``(N,)`` flags k-NN neighbourhoods whose k-th and
+    (k+1)-th neighbours are equally far up to round-off (None when not checked)."""
     given = sum(a is not None for a in (k, r, edge_index))
     if given > 1:
         raise ValueError("pass only one of k, r and edge_index")
     if edge_index is not None:
         check_edge_index(edge_index, pos.shape[0])
-        return edge_index.long()
+        return edge_index.long(), None
     if r is not None:
         return radius_graph(pos, r, batch, loop=False,
-                            max_num_neighbors=max_num_neighbors, backend=backend)
-    return knn_graph(pos, 16 if k is None else k, batch, loop=False, backend=backend)
+                            max_num_neighbors=max_num_neighbors, backend=backend), None
+    k = 16 if k is None else k
+    ei = knn_graph(pos, k + 1, batch, loop=False, backend=backend)
+    n = pos.shape[0]
+    nodes = torch.arange(n, device=pos.device)
+    if n == 0 or ei.shape[1] != n * (k + 1) or not torch.equal(
+            ei[1].view(n, k + 1), nodes[:, None].expand(n, k + 1)):  # a cloud of <= k + 1
+        return knn_graph(pos, k, batch, loop=False, backend=backend), None
+    j = ei[0].view(n, k + 1)
+    d = (pos.index_select(0, j[:, k - 1:].reshape(-1)).view(n, 2, -1) - pos[:, None]).norm(
+        dim=2)
+    eps = torch.finfo(pos.dtype).eps
+    ties = (d[:, 1] - d[:, 0]) <= KNN_TIE_TOL * eps * (pos.norm(dim=1) + d[:, 1])
+    i = nodes.repeat_interleave(k)
+    return torch.stack([j[:, :k].reshape(-1), i]), ties
 
 
 def pca(
@@ -191,18 +223,26 @@ def pca(
     e0, extent = global_exponent(pos)
     pos_s = ldexp(pos, -e0)
     r_s = None if r is None else scaled_radius(r, e0)
-    ei = _neighbourhood(pos_s.detach(), k, r_s, edge_index, batch, max_num_neighbors, backend)
+    ei, ties = _neighbourhood(pos_s.detach(), k, r_s, edge_index, batch, max_num_neighbors,
+                              backend)
     if isinstance(weight, torch.Tensor):
         check_weights(weight, ei.shape[1])
     grad = torch.is_grad_enabled() and (
         pos.requires_grad or (isinstance(weight, torch.Tensor) and weight.requires_grad))
     if pos.shape[1] == 3:
-        R, vals, rel_skew, ms, W = _pca3(pos_s, ei, weight, center, grad=grad, unit_exp=e0)
-        R, vals, rel_skew, vals_exp = _rescue_small_neighbourhoods(
-            pos, pos_s, ei, weight, center, grad, e0, extent, (R, vals, rel_skew, ms, W))
+        R, vals, rel_skew, s3, ms, W = _pca3(pos_s, ei, weight, center, grad=grad,
+                                              unit_exp=e0)
+        tau0 = sign_threshold(ms.detach().sqrt(), pos_s.detach().norm(dim=1))
+        R, vals, rel_skew, s3, tau0, vals_exp = _rescue_small_neighbourhoods(
+            pos, pos_s, ei, weight, center, grad, e0, extent,
+            (R, vals, rel_skew, s3, tau0, ms, W))
     else:
-        R, vals, rel_skew = _pca_general(pos_s, ei, weight, center, unit_exp=e0)
+        R, vals, rel_skew, s3, ms = _pca_general(pos_s, ei, weight, center, unit_exp=e0)
+        tau0 = sign_threshold(ms.detach().sqrt(), pos_s.detach().norm(dim=1))
         vals_exp = None
+    flip, rule = tie_break(pos_s, R, s3, tau0, ei, batch,
+                           _wide_k(k, ei, pos.shape[0]), backend)
+    R = R * flip[:, :, None]
     frames = Frames(R)
     if not return_info:
         return frames
@@ -211,7 +251,19 @@ def pca(
         vals = ldexp(vals, 2 * vals_exp[:, None], chunks=6)
     else:
         vals = ldexp(vals, 2 * e0)
-    return frames, PCAInfo(vals, amb, rel_gap, rel_skew)
+    ambiguous = (rule == len(SIGN_RULES) - 1).any(1) | (rel_gap < GAP_TOL)
+    if ties is not None:
+        ambiguous = ambiguous | ties
+    return frames, PCAInfo(vals, amb, rel_gap, rel_skew, rule, ambiguous)
+
+
+def _wide_k(k: int | None, ei: torch.Tensor, n: int) -> int:
+    """Size of the wider neighbourhood of the tie-break: ``WIDE_FACTOR`` times ``k``, or times
+    the largest in-degree of ``edge_index`` / a radius graph (at least 8)."""
+    if k is not None:
+        return WIDE_FACTOR * k
+    deg = int(torch.bincount(ei[1], minlength=n).max()) if ei.shape[1] else 0
+    return max(8, WIDE_FACTOR * deg)
 
 
 #: Nodes whose mean squared offset is below ``2**-SMALL_EXP2`` times the squared extent (in
@@ -222,13 +274,13 @@ SMALL_EXP2 = 40
 def _rescue_small_neighbourhoods(pos, pos_s, ei, weight, center, grad, e0, extent, result):
     """Recompute the nodes whose neighbourhood is tiny against the cloud's extent (its third
     moments could underflow in working units) with a per-node power-of-two scale."""
-    R, vals, rel_skew, ms, W = result
+    R, vals, rel_skew, s3, tau0, ms, W = result
     n = pos.shape[0]
     if n == 0 or ei.shape[1] == 0 or extent == 0:
-        return R, vals, rel_skew, None
+        return R, vals, rel_skew, s3, tau0, None
     flag = (W > 0) & (ms < extent * extent * 2.0 ** -SMALL_EXP2)
     if not bool(flag.any()):
-        return R, vals, rel_skew, None
+        return R, vals, rel_skew, s3, tau0, None
     emask = flag.index_select(0, ei[1])
     sub = ei[:, emask]
     # offsets from unscaled positions when they cannot overflow, else from the scaled ones
@@ -240,14 +292,17 @@ def _rescue_small_neighbourhoods(pos, pos_s, ei, weight, center, grad, e0, exten
     en = pow2_exponent(amax)
     flag = flag & (amax > 0)
     if not bool(flag.any()):
-        return R, vals, rel_skew, None
+        return R, vals, rel_skew, s3, tau0, None
     w_sub = weight[emask] if isinstance(weight, torch.Tensor) else weight
-    R2, vals2, skew2, _, _ = _pca3(base, sub, w_sub, center, grad=grad, node_exp=-en,
-                                   unit_exp=eb)
+    R2, vals2, skew2, s32, ms2, _ = _pca3(base, sub, w_sub, center, grad=grad,
+                                          node_exp=-en, unit_exp=eb)
     f = flag[:, None]
     R = torch.where(flag[:, None, None], R2, R)
     vals = torch.where(f, vals2, vals)
     rel_skew = torch.where(f, skew2, rel_skew)
+    s3 = torch.where(f, s32, s3)
+    size = ldexp(base.detach().norm(dim=1), -en, chunks=6)  # node units, like ms2
+    tau0 = torch.where(flag, sign_threshold(ms2.sqrt(), size), tau0)
     vals_exp = torch.where(flag, (eb + en).to(torch.int64), torch.full_like(en, e0,
                                                                              dtype=torch.int64))
-    return R, vals, rel_skew, vals_exp
+    return R, vals, rel_skew, s3, tau0, vals_exp

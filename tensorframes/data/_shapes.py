@@ -1,5 +1,8 @@
 """Analytic surface primitives with exact normals and exact area-uniform samplers.
 
+Long module: one catalogue of small primitive classes (the smooth ones and the CAD-like
+prisms) that share the sampling machinery; splitting it would scatter the catalogue.
+
 Every primitive is described in its canonical pose (centred near the origin, size about 1) in
 float64 numpy. Sampling is exact rejection sampling: ``propose(rng, m)`` draws ``m`` i.i.d.
 candidates from a simple proposal together with an acceptance probability such that the
@@ -475,6 +478,157 @@ class Union(Primitive):
         return mask
 
 
+class Cube(Box):
+    """Cube of half edge ``a`` (a :class:`Box` with equal sides: exact symmetries)."""
+
+    name = "cube"
+
+    def __init__(self, a: float) -> None:
+        super().__init__([a, a, a])
+
+    @classmethod
+    def random(cls, rng: np.random.Generator) -> Cube:
+        return cls(rng.uniform(0.4, 0.8))
+
+
+def _ring_area(ring: np.ndarray) -> float:
+    """Signed (shoelace) area of a closed polygon ``(k, 2)``; positive counter-clockwise."""
+    x, y = ring[:, 0], ring[:, 1]
+    return 0.5 * float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
+
+
+def _in_ring(p: np.ndarray, ring: np.ndarray) -> np.ndarray:
+    """Even-odd test: ``p`` ``(m, 2)`` strictly inside the polygon ``ring`` (boundary: either)."""
+    x, y = p[:, :1], p[:, 1:]
+    a, b = ring[None], np.roll(ring, -1, 0)[None]
+    cross = (a[..., 1] > y) != (b[..., 1] > y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xi = a[..., 0] + (y - a[..., 1]) * (b[..., 0] - a[..., 0]) / (b[..., 1] - a[..., 1])
+    return (np.count_nonzero(cross & (x < xi), axis=1) % 2) == 1
+
+
+class Prism(Primitive):
+    """Right prism ``|z| <= h/2`` over a planar region: a simple polygon ``outer`` ``(k, 2)``
+    minus optional polygonal ``holes`` and an optional round hole of radius ``bore`` about the
+    z axis (inside the polygon). Flat faces with exact normals: every polygon edge gives a side
+    rectangle (normal pointing out of the solid: away from the region at the outer boundary,
+    into the hole at a hole), a round hole gives a cylinder (normals towards the axis), and
+    the two caps (normals ``+-z``). Sides are chosen by area; each cap is proposed uniformly
+    on the region's bounding rectangle (mass = its area) and kept inside the region only, so
+    the union of all faces is sampled area-uniformly."""
+
+    name = "prism"
+
+    def __init__(self, outer: np.ndarray | Sequence, h: float, *,
+                 holes: Sequence[np.ndarray] = (), bore: float = 0.0) -> None:
+        outer = np.asarray(outer, dtype=np.float64).reshape(-1, 2)
+        if h <= 0 or len(outer) < 3 or bore < 0:
+            raise ValueError(f"prism needs a polygon of >= 3 vertices, h > 0 and bore >= 0, "
+                             f"got {len(outer)} vertices, h={h}, bore={bore}")
+        self.h, self.bore = float(h), float(bore)
+        # outer ring counter-clockwise, holes clockwise: the solid is on the left of every edge
+        self.outer = outer if _ring_area(outer) > 0 else outer[::-1]
+        self.holes = [np.asarray(r, float) if _ring_area(np.asarray(r, float)) < 0
+                      else np.asarray(r, float)[::-1] for r in holes]
+        rings = [self.outer] + self.holes
+        a = np.concatenate([r for r in rings])
+        b = np.concatenate([np.roll(r, -1, 0) for r in rings])
+        self._a, self._edge = a, b - a
+        lens = np.linalg.norm(self._edge, axis=1)
+        self._en = np.stack([self._edge[:, 1], -self._edge[:, 0]], -1) / lens[:, None]
+        self._lo, self._hi = self.outer.min(0), self.outer.max(0)
+        box = float(np.prod(self._hi - self._lo))
+        self._masses = np.concatenate([lens * h, [TAU * bore * h] if bore > 0 else [],
+                                       [box, box]])
+        self.cap_area = abs(_ring_area(self.outer)) - sum(abs(_ring_area(r)) for r in
+                                                          self.holes) - math.pi * bore ** 2
+        self.proposal_mass = float(self._masses.sum())
+        self.area = float(self._masses[:-2].sum() + 2 * self.cap_area)
+        self.radius = float(np.hypot(np.linalg.norm(self.outer, axis=1).max(), h / 2))
+
+    def in_region(self, q: np.ndarray) -> np.ndarray:
+        """``q`` ``(m, 2)`` inside the cross-section (outer polygon minus the holes)."""
+        ok = _in_ring(q, self.outer)
+        for r in self.holes:
+            ok &= ~_in_ring(q, r)
+        if self.bore > 0:
+            ok &= np.hypot(q[:, 0], q[:, 1]) > self.bore
+        return ok
+
+    def propose(self, rng: np.random.Generator, m: int) -> Candidates:
+        ne = len(self._a)
+        face = rng.choice(len(self._masses), size=m, p=self._masses / self._masses.sum())
+        p, nrm, acc = np.empty((m, 3)), np.zeros((m, 3)), np.ones(m)
+        side = np.flatnonzero(face < ne)
+        f = face[side]
+        t = rng.random(side.size)[:, None]
+        p[side, :2] = self._a[f] + t * self._edge[f]
+        p[side, 2] = rng.uniform(-self.h / 2, self.h / 2, side.size)
+        nrm[side, :2] = self._en[f]
+        if self.bore > 0:
+            sel = np.flatnonzero(face == ne)
+            ph = rng.uniform(0, TAU, sel.size)
+            c, s_ = np.cos(ph), np.sin(ph)
+            p[sel] = np.stack([self.bore * c, self.bore * s_,
+                               rng.uniform(-self.h / 2, self.h / 2, sel.size)], -1)
+            nrm[sel, 0], nrm[sel, 1] = -c, -s_
+        for k, sign in ((len(self._masses) - 2, 1.0), (len(self._masses) - 1, -1.0)):
+            sel = np.flatnonzero(face == k)
+            q = self._lo + rng.random((sel.size, 2)) * (self._hi - self._lo)
+            p[sel, :2], p[sel, 2] = q, sign * self.h / 2
+            nrm[sel, 2] = sign
+            acc[sel] = self.in_region(q)
+        return p, nrm, np.zeros(m, np.int64), acc
+
+    def inside(self, p: np.ndarray) -> np.ndarray:
+        return (np.abs(p[:, 2]) < self.h / 2) & self.in_region(p[:, :2])
+
+
+def _hexagon(R: float) -> np.ndarray:
+    ang = np.arange(6) * (TAU / 6)
+    return R * np.stack([np.cos(ang), np.sin(ang)], -1)
+
+
+class HexPrism(Prism):
+    """Hexagonal prism (circumradius ``R``, height ``h``) with a round through hole of radius
+    ``bore`` on its axis: a nut without thread (flat faces, exact 12-fold symmetries)."""
+
+    name = "hex_prism"
+
+    def __init__(self, R: float, h: float, bore: float) -> None:
+        if not 0 < bore < R * math.sqrt(3) / 2:
+            raise ValueError(f"hex_prism needs 0 < bore < the inradius {R * math.sqrt(3) / 2}, "
+                             f"got {bore}")
+        super().__init__(_hexagon(R), h, bore=bore)
+
+    @classmethod
+    def random(cls, rng: np.random.Generator) -> HexPrism:
+        R = rng.uniform(0.6, 0.9)
+        return cls(R, R * rng.uniform(0.4, 1.0), R * rng.uniform(0.3, 0.6))
+
+
+class SlottedBox(Prism):
+    """Box ``w x d x h`` with a straight slot of width ``s`` and depth ``t`` cut into one side
+    through the whole height (a U-shaped cross-section): concave edges and parallel faces."""
+
+    name = "slotted_box"
+
+    def __init__(self, w: float, d: float, h: float, s: float, t: float) -> None:
+        if not (0 < s < w and 0 < t < d and h > 0):
+            raise ValueError(f"slotted_box needs 0 < s < w, 0 < t < d, h > 0, got "
+                             f"w={w}, d={d}, h={h}, s={s}, t={t}")
+        x, y = w / 2, d / 2
+        poly = [(-x, -y), (x, -y), (x, y), (s / 2, y), (s / 2, y - t), (-s / 2, y - t),
+                (-s / 2, y), (-x, y)]
+        super().__init__(poly, h)
+
+    @classmethod
+    def random(cls, rng: np.random.Generator) -> SlottedBox:
+        w, d = rng.uniform(1.0, 1.6), rng.uniform(0.6, 1.2)
+        return cls(w, d, rng.uniform(0.4, 1.0), w * rng.uniform(0.2, 0.5),
+                   d * rng.uniform(0.3, 0.7))
+
+
 CLOSED_PRIMITIVES = (Ellipsoid, Torus, Superquadric, Cylinder, Cone, Box)
 
 #: Shape catalogue of :class:`~tensorframes.data.SyntheticShapes`, name -> class; the label
@@ -490,4 +644,12 @@ CATALOGUE: dict[str, type] = {
     "saddle": Saddle,
     "open_cylinder": OpenCylinder,
     "union": Union,
+}
+
+#: CAD-like shapes (flat faces, sharp edges, exact symmetries), drawn only when named in
+#: ``SyntheticShapes(shapes=...)``; ``"cylinder"`` (flat caps) is in :data:`CATALOGUE`.
+CAD_CATALOGUE: dict[str, type] = {
+    "cube": Cube,
+    "hex_prism": HexPrism,
+    "slotted_box": SlottedBox,
 }

@@ -11,11 +11,18 @@ from torch_geometric.data import Data
 
 from .._math import haar_orthogonal_np
 from ._cache import CachedInMemoryDataset
-from ._shapes import CATALOGUE
+from ._shapes import CAD_CATALOGUE, CATALOGUE
 from ._validate import check_points
 
-#: Names accepted by ``SyntheticShapes(shapes=...)``; ``y`` is the index in this tuple.
+#: The default shapes of ``SyntheticShapes``; ``y`` is the index in :data:`ALL_SHAPES`, whose
+#: first entries these are.
 SHAPES: tuple[str, ...] = tuple(CATALOGUE)
+#: CAD-like, noise-free-friendly shapes (flat faces, sharp edges, exact symmetries); drawn only
+#: when asked for, e.g. ``SyntheticShapes(root, shapes=CAD_SHAPES, noise=0.0)``.
+CAD_SHAPES: tuple[str, ...] = ("cube", "cylinder", "hex_prism", "slotted_box")
+#: Every name ``shapes=`` accepts: :data:`SHAPES`, then the CAD-only names.
+ALL_SHAPES: tuple[str, ...] = SHAPES + tuple(CAD_CATALOGUE)
+_PRIMITIVES = {**CATALOGUE, **CAD_CATALOGUE}
 
 _SPLITS = {"train": 0, "test": 1}
 _DENSITIES = ("uniform", "nonuniform")
@@ -48,6 +55,15 @@ class SyntheticShapes(CachedInMemoryDataset):
       another part's volume are **removed**, so only the union's visible boundary is sampled;
       each point's normal is the exact outward normal of the part it came from.
 
+    **CAD-like shapes** (:data:`CAD_SHAPES`, only when named in ``shapes``; the default
+    ``shapes`` and so the default data are unchanged): ``"cube"`` (half edge in
+    ``[0.4, 0.8]``), ``"cylinder"`` (flat caps, as above), ``"hex_prism"`` (hexagonal prism
+    with a round hole on its axis, like a nut without thread) and ``"slotted_box"`` (a box
+    with a slot through its height: U-shaped cross-section). Flat faces, sharp and concave
+    edges, exact face normals (outward; into the hole at a hole) and exact symmetries; with
+    ``noise=0`` (the default) the points lie exactly on the faces (up to float rounding), the
+    setting that tests the equivariant sign tie-break of :func:`tensorframes.frames.pca`.
+
     Sampling is exactly area-uniform (faces and parts in proportion to their areas, curved
     surfaces by rejection on the exact area element). Closed-surface normals point outward.
     Each cloud then gets a random rotation (SO(3); unless ``rotate=False``), scale
@@ -77,7 +93,8 @@ class SyntheticShapes(CachedInMemoryDataset):
             random) are replaced by points uniform in the cloud's axis-aligned bounding box.
             They keep the normal of the point they replace and are flagged in the boolean
             mask ``is_outlier`` ``(N,)`` (present, all ``False``, when ``outliers == 0``).
-        shapes: the shape kinds to draw from (names from :data:`SHAPES`).
+        shapes: the shape kinds to draw from (names from :data:`ALL_SHAPES`; default
+            :data:`SHAPES`; :data:`CAD_SHAPES` for the CAD-like set).
         seed: non-negative integer seed.
         rotate: draw a random rotation per cloud (default). ``False`` keeps every shape in its
             canonical orientation (scale and centre are still random): the setting in which a
@@ -89,13 +106,19 @@ class SyntheticShapes(CachedInMemoryDataset):
 
     Every :class:`~torch_geometric.data.Data` has ``pos`` ``(N, 3)`` float32, ``normal``
     ``(N, 3)`` float32 unit vectors, ``y`` ``(1,)`` the index of the shape name in
-    :data:`SHAPES`, ``is_outlier`` ``(N,)`` bool and the pose fields above.
+    :data:`ALL_SHAPES` (= its index in :data:`SHAPES` for the default shapes), ``is_outlier``
+    ``(N,)`` bool and the pose fields above.
 
     The processed file name is ``synthetic_<split>_<num_shapes>x<num_points>_<digest>.pt``,
     the digest being a SHA-256 of every option (and ``repr(pre_transform)``); the file also
     stores the option key and a checksum of its tensors, and is regenerated if either does not
     match.
     """
+
+    #: The shape-name tuples of this module, for access from the class.
+    SHAPES = SHAPES
+    CAD_SHAPES = CAD_SHAPES
+    ALL_SHAPES = ALL_SHAPES
 
     def __init__(
         self,
@@ -129,10 +152,10 @@ class SyntheticShapes(CachedInMemoryDataset):
         if isinstance(shapes, str):
             shapes = (shapes,)
         shapes = tuple(shapes)
-        unknown = [s for s in shapes if s not in CATALOGUE]
+        unknown = [s for s in shapes if s not in _PRIMITIVES]
         if not shapes or unknown or len(set(shapes)) != len(shapes):
             raise ValueError(
-                f"shapes must be a non-empty sequence of distinct names from {SHAPES}, "
+                f"shapes must be a non-empty sequence of distinct names from {ALL_SHAPES}, "
                 f"got {shapes!r}"
             )
         self.shapes = shapes
@@ -183,7 +206,7 @@ class SyntheticShapes(CachedInMemoryDataset):
                 Data(
                     pos=torch.from_numpy(cloud["pos"].astype(np.float32)),
                     normal=torch.from_numpy(cloud["normal"].astype(np.float32)),
-                    y=torch.tensor([SHAPES.index(name)]),
+                    y=torch.tensor([ALL_SHAPES.index(name)]),
                     is_outlier=torch.from_numpy(cloud["is_outlier"]),
                     pose_rotation=torch.from_numpy(cloud["rotation"].astype(np.float32))[None],
                     pose_scale=torch.tensor([cloud["scale"]], dtype=torch.float32),
@@ -196,7 +219,8 @@ class SyntheticShapes(CachedInMemoryDataset):
 
     @property
     def num_classes(self) -> int:
-        return len(SHAPES)
+        """``len(SHAPES)``, or ``len(ALL_SHAPES)`` when a CAD-only shape is drawn."""
+        return len(SHAPES) if all(s in SHAPES for s in self.shapes) else len(ALL_SHAPES)
 
     def __repr__(self) -> str:
         return (
@@ -225,7 +249,7 @@ def generate_cloud(
     ``is_outlier``, the pose (``rotation``, ``scale``, ``translation``) and
     ``density_direction`` (world frame; the density grows along it when non-uniform)."""
     ss_shape, ss_sample, ss_density, ss_pose, ss_noise, ss_out = seed_seq.spawn(6)
-    shape = CATALOGUE[name].random(np.random.default_rng(ss_shape))
+    shape = _PRIMITIVES[name].random(np.random.default_rng(ss_shape))
 
     accept = None
     density_rng = np.random.default_rng(ss_density)

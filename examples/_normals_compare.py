@@ -1,15 +1,18 @@
 """``python -m examples.normals compare``: train and evaluate every model of a preset, one table.
 
-Rows (same data, same epochs, same seed for every trained model):
+Rows of the ``quick`` and ``long`` presets (same data, same epochs, same seed for every model):
 
 * PCA normal estimate (no learning: ``models.pca_normals``),
-* PointNet++ plain, plain + random O(3) augmentation, PCA frames, learned frames,
+* PointNet++ plain, plain + random O(3) augmentation, PCA frames, PCA frames with scalar
+  messages (local canonicalization), learned frames,
 * the tensor-product baseline ``models.build("tp", "cg")``.
 
 Each trained row is an ordinary ``train`` run in ``<out>/<row key>/`` (so ``--resume`` reuses
-finished rows and continues interrupted ones). A row whose model cannot be built (e.g. a layer
-that is not implemented yet) is reported as *skipped* with the reason; a row that fails while
-training is reported as *failed* (and the exit status is 1); the table is printed either way.
+finished rows and continues interrupted ones). A row whose model cannot be built (a layer, an
+option or a flavour this checkout does not have) is reported as *skipped* with the reason; a
+row that fails while training is reported as *failed* (and the exit status is 1); the table is
+printed either way. The ``ablation`` preset (several seeds per row, mean and spread) is run by
+:mod:`examples._normals_ablation`.
 
 Outputs in ``--out``: ``table.md`` (the printed table), ``results.csv``, ``results.json`` (all
 metrics, the configuration and the machine) and ``errors.png`` (cumulative distributions of
@@ -24,7 +27,6 @@ import datetime
 import io
 import os
 import os.path as osp
-import platform
 import sys
 import time
 import traceback
@@ -32,6 +34,7 @@ import traceback
 import torch
 from torch_geometric.data import Dataset
 
+from ._normals_ablation import UNBUILDABLE, fmt_time, machine_info, md, run_ablation
 from ._normals_config import Config
 from ._normals_data import build_datasets
 from ._normals_dist import resolve_device
@@ -50,82 +53,139 @@ from ._normals_io import (
 from ._normals_loop import train
 from ._normals_model import build_model, count_parameters
 
-ROWS = (
-    # key, label, arch, flavour
-    ("pca", "PCA normal estimate (no learning)", "pca", "pca"),
-    ("pointnet2_plain", "PointNet++ plain", "pointnet2", "plain"),
-    ("pointnet2_augment", "PointNet++ plain + O(3) augmentation", "pointnet2", "augment"),
-    ("pointnet2_pca", "PointNet++ PCA frames", "pointnet2", "pca"),
-    ("pointnet2_learned", "PointNet++ learned frames", "pointnet2", "learned"),
-    ("tp_cg", "TP baseline (Clebsch-Gordan)", "tp", "cg"),
+#: A row: ``(key, label, arch, flavour, options)``; ``options`` go to ``models.build`` on top
+#: of the preset's options for the arch.
+Row = tuple[str, str, str, str, dict]
+
+SCALAR_LABEL = "scalar messages (canonicalization)"
+ROWS: tuple[Row, ...] = (
+    ("pca", "PCA normal estimate (no learning)", "pca", "pca", {}),
+    ("pointnet2_plain", "PointNet++ plain", "pointnet2", "plain", {}),
+    ("pointnet2_augment", "PointNet++ plain + O(3) augmentation", "pointnet2", "augment", {}),
+    ("pointnet2_pca", "PointNet++ PCA frames", "pointnet2", "pca", {}),
+    (
+        "pointnet2_pca_scalar",
+        f"PointNet++ PCA frames, {SCALAR_LABEL}",
+        "pointnet2",
+        "pca",
+        {"messages": "scalar"},
+    ),
+    ("pointnet2_learned", "PointNet++ learned frames", "pointnet2", "learned", {}),
+    ("tp_cg", "TP baseline (Clebsch-Gordan)", "tp", "cg", {}),
 )
 
-#: ``config``: :class:`Config` fields shared by every row; ``options``: per-arch model options.
+
+def ablation_rows() -> tuple[Row, ...]:
+    """The rows of the ``ablation`` preset: per architecture (PointNet++, DGCNN) PCA frames with
+    scalar, vector, tensor and irreps messages, learned frames, frames refined between layers
+    (PCA and learned start), three-nearest-neighbour frames, random frames (control), plain and
+    augmented; first the PCA estimate. Tensor messages and fixed frames are the models' defaults
+    and are not passed as options."""
+    rows: list[Row] = [ROWS[0]]
+    for arch, name in (("pointnet2", "PointNet++"), ("dgcnn", "DGCNN")):
+        rows += [
+            (f"{arch}_pca_scalar", f"{name} PCA frames, {SCALAR_LABEL}", arch, "pca",
+             {"messages": "scalar"}),
+            (f"{arch}_pca_vector", f"{name} PCA frames, vector messages", arch, "pca",
+             {"messages": "vector"}),
+            (f"{arch}_pca", f"{name} PCA frames, tensor messages", arch, "pca", {}),
+            (f"{arch}_pca_irreps", f"{name} PCA frames, irreps messages", arch, "pca",
+             {"messages": "irreps"}),
+            (f"{arch}_learned", f"{name} learned frames", arch, "learned", {}),
+            (f"{arch}_pca_refined", f"{name} PCA frames, refined between layers", arch, "pca",
+             {"update_frames": True}),
+            (f"{arch}_learned_refined", f"{name} learned frames, refined between layers", arch,
+             "learned", {"update_frames": True}),
+            (f"{arch}_three_nn", f"{name} three-nearest-neighbour frames", arch, "three_nn", {}),
+            (f"{arch}_random", f"{name} random frames (control)", arch, "random", {}),
+            (f"{arch}_plain", f"{name} plain", arch, "plain", {}),
+            (f"{arch}_augment", f"{name} plain + O(3) augmentation", arch, "augment", {}),
+        ]
+    return tuple(rows)
+
+
+ABLATION_ROWS = ablation_rows()
+#: the message-type rows of one architecture, whose parameter counts must agree within 2%
+MESSAGE_ROWS = {
+    arch: tuple(f"{arch}_{m}" for m in ("pca_scalar", "pca_vector", "pca", "pca_irreps"))
+    for arch in ("pointnet2", "dgcnn")
+}
+
+_QUICK_DATA = dict(
+    data="synthetic",
+    num_shapes=256,
+    num_test_shapes=64,
+    num_points=256,
+    noise=0.01,
+    pose="canonical",
+    batch_size=8,
+    lr=3e-3,
+    seed=0,
+    eval_seed=1234,
+)
+_TINY_DATA = dict(
+    data="synthetic",
+    num_shapes=4,
+    num_test_shapes=2,
+    num_points=48,
+    noise=0.01,
+    epochs=1,
+    batch_size=2,
+    lr=1e-3,
+    seed=0,
+    eval_seed=1234,
+)
+_TINY_OPTIONS = {
+    "pca": {"k": 8},
+    "pointnet2": {"width": 8, "k": 6},
+    "dgcnn": {"width": 8, "k": 6, "num_layers": 2},
+    "tp": {"hidden": "2x0e+1x1o", "num_layers": 2, "k": 6, "irreps_sh": "0e+1o"},
+}
+
+#: ``config``: :class:`Config` fields shared by every row; ``options``: per-arch model options;
+#: ``rows``: the preset's rows; ``seeds`` (ablation presets): every row is trained once per seed.
 PRESETS = {
     "quick": {
-        "description": "6-8 minutes on a 2-core CPU",
-        "config": dict(
-            data="synthetic",
-            num_shapes=256,
-            num_test_shapes=64,
-            num_points=256,
-            noise=0.01,
-            pose="canonical",
-            epochs=16,
-            batch_size=8,
-            lr=3e-3,
-            seed=0,
-            eval_seed=1234,
-        ),
-        "options": {
-            "pca": {"k": 16},
-            "pointnet2": {},
-            "tp": {},
-        },
+        "description": "7-9 minutes on a 2-core CPU",
+        "config": dict(_QUICK_DATA, epochs=16),
+        "options": {"pca": {"k": 16}, "pointnet2": {}, "tp": {}},
+        "rows": ROWS,
     },
     "long": {
         "description": "about 20-30 minutes on a 2-core CPU",
-        "config": dict(
-            data="synthetic",
-            num_shapes=512,
-            num_test_shapes=128,
-            num_points=512,
-            noise=0.01,
-            pose="canonical",
-            epochs=10,
-            batch_size=8,
-            lr=2e-3,
-            seed=0,
-            eval_seed=1234,
-        ),
+        "config": dict(_QUICK_DATA, num_shapes=512, num_test_shapes=128, num_points=512,
+                       epochs=10, lr=2e-3),
         "options": {"pca": {"k": 16}, "pointnet2": {}, "tp": {}},
+        "rows": ROWS,
+    },
+    # 22 trained rows x 3 seeds; estimated from one-epoch timings per model (see
+    # docs/results.md): about 40-50 minutes on 2 idle cores. The quick preset's data, 5 epochs
+    # (160 steps), evaluated after the last one only.
+    "ablation": {
+        "description": "message types, frame refinement and controls over 3 seeds; 40-50 min",
+        "config": dict(_QUICK_DATA, epochs=5, eval_every=5),
+        "options": {"pca": {"k": 16}},
+        "rows": ABLATION_ROWS,
+        "seeds": (0, 1, 2),
     },
     # hidden: for tests (seconds)
     "tiny": {
         "description": "smoke test",
-        "config": dict(
-            data="synthetic",
-            num_shapes=4,
-            num_test_shapes=2,
-            num_points=48,
-            noise=0.01,
-            epochs=1,
-            batch_size=2,
-            lr=1e-3,
-            seed=0,
-            eval_seed=1234,
-        ),
-        "options": {
-            "pca": {"k": 8},
-            "pointnet2": {"width": 8, "k": 6, "hidden": ("2x0n+1x1n", "2x0n+1x1n", "2x0n+1x1n")},
-            "tp": {"hidden": "2x0e+1x1o", "num_layers": 2, "k": 6, "irreps_sh": "0e+1o"},
-        },
+        "config": _TINY_DATA,
+        "options": _TINY_OPTIONS,
+        "rows": ROWS,
+    },
+    "ablation_tiny": {
+        "description": "smoke test of the ablation (two rows, two seeds)",
+        "config": _TINY_DATA,
+        "options": _TINY_OPTIONS,
+        "rows": (ROWS[0], ROWS[3], ROWS[4]),
+        "seeds": (0, 1),
     },
 }
-PUBLIC_PRESETS = ("quick", "long")
+#: the presets listed in ``-h`` (the others are for tests)
+PUBLIC_PRESETS = ("quick", "long", "ablation")
 
-#: Exceptions that mean "this model is not available" (row skipped) rather than "it failed".
-UNAVAILABLE = (ImportError, NotImplementedError, AttributeError)
 
 
 @dataclasses.dataclass
@@ -151,16 +211,17 @@ class RowResult:
         return d
 
 
-def preset_rows(preset: dict, only: str | None) -> list[tuple[str, str, str, str, dict]]:
-    """``(key, label, arch, flavour, options)`` of the rows named in ``only`` (default all)."""
-    keys = [r[0] for r in ROWS]
+def preset_rows(preset: dict, only: str | None) -> list[Row]:
+    """``(key, label, arch, flavour, options)`` of the preset's rows named in ``only`` (default
+    all); ``options`` = the preset's options for the arch, updated by the row's own."""
+    keys = [r[0] for r in preset["rows"]]
     wanted = keys if not only else [k.strip() for k in only.split(",") if k.strip()]
     unknown = [k for k in wanted if k not in keys]
     if unknown:
         raise ValueError(f"--rows: unknown row(s) {unknown}; known: {keys}")
     return [
-        (key, label, arch, flavour, dict(preset["options"].get(arch, {})))
-        for key, label, arch, flavour in ROWS
+        (key, label, arch, flavour, {**preset["options"].get(arch, {}), **options})
+        for key, label, arch, flavour, options in preset["rows"]
         if key in wanted
     ]
 
@@ -177,6 +238,16 @@ def run_compare(args: argparse.Namespace) -> int:
         if value is not None:
             base[name] = value
     rows = preset_rows(preset, getattr(args, "rows", None))
+    if "seeds" in preset:
+        return run_ablation(
+            base,
+            rows,
+            preset["seeds"],
+            out=out,
+            resume=bool(args.resume),
+            preset=args.preset,
+            groups=MESSAGE_ROWS,
+        )
     return compare(base, rows, out=out, resume=bool(args.resume), preset=args.preset)
 
 
@@ -211,7 +282,7 @@ def compare(
         print(f"\n== {label} ({arch}/{flavour}, options {options})", file=sys.stderr, flush=True)
         try:
             model = build_model(arch, flavour, options)
-        except UNAVAILABLE as err:
+        except UNBUILDABLE as err:
             res.status, res.reason = "skipped", f"{type(err).__name__}: {err}"
             print(f"   skipped: {res.reason}", file=sys.stderr, flush=True)
             results.append(res)
@@ -330,10 +401,10 @@ def render_table(results: list[RowResult]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * (len(COLUMNS) - 1)]
     for r in results:
         if r.status != "ok":
-            cells = [r.label, f"{r.status}: {_md(r.reason)}"] + [""] * (len(COLUMNS) - 2)
+            cells = [r.label, f"{r.status}: {md(r.reason)}"] + [""] * (len(COLUMNS) - 2)
         else:
             m = r.metrics
-            train_time = "none (no learning)" if r.parameters == 0 else _fmt_time(r.train_time_s)
+            train_time = "none (no learning)" if r.parameters == 0 else fmt_time(r.train_time_s)
             cells = [
                 r.label,
                 f"{r.parameters:,}",
@@ -347,17 +418,6 @@ def render_table(results: list[RowResult]) -> str:
             ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _md(text: str, limit: int = 160) -> str:
-    text = " ".join(str(text).split()).replace("|", "\\|")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _fmt_time(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def _csv_row(r: RowResult) -> dict:
@@ -382,28 +442,6 @@ def _csv_row(r: RowResult) -> dict:
             )
         )
     return row
-
-
-def machine_info() -> dict:
-    """Platform, processor, threads and versions (stored with the results)."""
-    info = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": str(torch.__version__),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    info["processor"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return info
 
 
 def plot_errors(results: list[RowResult], path: str, title: str = "") -> None:

@@ -15,12 +15,15 @@ from typing import Any
 
 __all__ = [
     "DATA_KEYS",
+    "DATA_ONLY_FLAGS",
     "DEFAULT_ROOTS",
+    "EVAL_DATA_FIELDS",
     "IDENTITY_KEYS",
     "MODEL_KEYS",
     "SYNTHETIC_DEFAULT_SHAPES",
     "Config",
     "as_plain",
+    "check_applicable_flags",
     "describe_model",
 ]
 
@@ -62,6 +65,23 @@ DATA_KEYS = (
     "test_fraction",
 )
 
+#: Data flags that apply to one kind of data only (refused with the others).
+DATA_ONLY_FLAGS = {
+    "noise": ("synthetic",),
+    "density": ("synthetic",),
+    "outliers": ("synthetic",),
+    "pose": ("synthetic",),
+    "test_fraction": ("meshes",),
+    "cache": ("meshes", "modelnet"),
+}
+#: The data fields eval.json records, per kind of data (only those that apply).
+EVAL_DATA_FIELDS = {
+    "synthetic": ("data", "root", "num_points", "noise", "density", "outliers", "pose",
+                  "num_test_shapes", "data_seed"),
+    "modelnet": ("data", "root", "num_points", "num_test_shapes", "data_seed"),
+    "meshes": ("data", "root", "num_points", "num_test_shapes", "data_seed", "test_fraction"),
+}  # fmt: skip
+
 #: Default sizes of the synthetic data set (other data sets default to all their clouds).
 SYNTHETIC_DEFAULT_SHAPES = {"train": 256, "test": 64}
 DEFAULT_ROOTS = {"synthetic": "data", "modelnet": osp.join("data", "modelnet40_normal_resampled")}
@@ -85,6 +105,7 @@ class Config:
     pose: str = "random"
     data_seed: int = 0
     test_fraction: float = 0.2
+    cache: str | None = None
     epochs: int = 10
     batch_size: int = 8
     lr: float = 1e-3
@@ -123,8 +144,10 @@ class Config:
             _check_float(name, getattr(self, name), minimum=0.0)
         _check_float("lr", self.lr, minimum=0.0, strict=True)
         _check_float("test_fraction", self.test_fraction, minimum=0.0, strict=True)
-        if self.test_fraction >= 1:
-            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction!r}")
+        if self.test_fraction > 1:
+            raise ValueError(f"test_fraction must be in (0, 1], got {self.test_fraction!r}")
+        if self.cache is not None and not isinstance(self.cache, str):
+            raise TypeError(f"cache must be a folder name or None, got {self.cache!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"--device must be auto, cpu or cuda[:i], got {self.device!r}")
 
@@ -173,3 +196,15 @@ def describe_model(identity: dict) -> str:
     """``arch=... flavour=... options=...`` of a model identity (for error messages)."""
     opts = identity.get("options") or {}
     return f"arch={identity.get('arch')!r} flavour={identity.get('flavour')!r} options={opts!r}"
+
+
+def check_applicable_flags(explicit: dict, data: str) -> None:
+    """``ValueError`` naming the first flag given explicitly that does not apply to ``data``
+    (synthetic-only flags with meshes, ``--test-fraction`` without meshes, ...)."""
+    for key, kinds in DATA_ONLY_FLAGS.items():
+        if explicit.get(key) is not None and data not in kinds:
+            flag = "--" + key.replace("_", "-")
+            raise ValueError(
+                f"{flag} applies to --data {' / '.join(kinds)} only, not to --data {data}; "
+                f"drop {flag}"
+            )

@@ -12,7 +12,13 @@ import torch
 from torch_geometric.data import Batch, Data, Dataset
 from torch_geometric.transforms import BaseTransform, Compose
 
-from tensorframes.data import CenterScale, MeshFolder, ModelNet40Normals, SyntheticShapes
+from tensorframes.data import (
+    CenterScale,
+    MeshFolder,
+    ModelNet40Normals,
+    SyntheticShapes,
+    default_cache_dir,
+)
 from tensorframes.testing import random_orthogonal
 
 from ._normals_config import SYNTHETIC_DEFAULT_SHAPES, Config
@@ -21,6 +27,7 @@ __all__ = [
     "KeepNormalTarget",
     "build_datasets",
     "check_finite_dataset",
+    "cloud_names",
     "normals_transform",
     "random_o3",
     "rotate_batch",
@@ -41,11 +48,27 @@ def normals_transform() -> Compose:
     return Compose([KeepNormalTarget(), CenterScale()])
 
 
-def build_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
+def build_datasets(
+    cfg: Config, *, split: str = "test", need_train: bool = True
+) -> tuple[Dataset | None, Dataset]:
     """``(train, test)`` datasets for ``cfg``; raises ``ValueError`` / ``FileNotFoundError``
-    with the data layer's message for corrupted or missing data."""
+    with the data layer's message for corrupted or missing data.
+
+    ``split="all"`` (``--data meshes`` only): every mesh of the folder is a test cloud and
+    ``train`` is ``None``; so is ``train`` for ``cfg.test_fraction == 1``, which
+    ``need_train=True`` (training) refuses. The caches of ``MeshFolder`` and
+    ``ModelNet40Normals`` go below ``cfg.cache`` when set, else to the data layer's default
+    (``~/.cache/tensorframes``), never into the data folder."""
+    if split not in ("test", "all"):
+        raise ValueError(f"--split must be test or all, got {split!r}")
+    if split == "all" and cfg.data != "meshes":
+        raise ValueError(
+            f"--split all evaluates every file of a mesh folder (--data meshes); with --data "
+            f"{cfg.data} use the data set's test split"
+        )
     root = cfg.data_root
     transform = normals_transform()
+    train: Dataset | None
     if cfg.data == "synthetic":
         common = dict(
             num_points=cfg.num_points,
@@ -69,23 +92,59 @@ def build_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
             **common,
         )
     elif cfg.data == "modelnet":
-        train = ModelNet40Normals(root, "train", num_points=cfg.num_points, transform=transform)
-        test = ModelNet40Normals(root, "test", num_points=cfg.num_points, transform=transform)
+        cache = _cache_dir(cfg, "modelnet40normals", root)
+        kw = dict(num_points=cfg.num_points, transform=transform, cache_dir=cache)
+        train = ModelNet40Normals(root, "train", **kw)
+        test = ModelNet40Normals(root, "test", **kw)
         train = _subset(train, cfg.num_shapes, cfg.data_seed)
         test = _subset(test, cfg.num_test_shapes, cfg.data_seed + 1)
     else:
-        full = MeshFolder(root, num_points=cfg.num_points, seed=cfg.data_seed, transform=transform)
-        if len(full) < 2:
-            raise ValueError(f"--data meshes: {root} holds {len(full)} mesh; need at least 2")
-        perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(cfg.data_seed))
-        n_test = min(len(full) - 1, max(1, round(cfg.test_fraction * len(full))))
-        test = full.index_select(perm[:n_test].sort().values)
-        train = full.index_select(perm[n_test:].sort().values)
-        train = _subset(train, cfg.num_shapes, cfg.data_seed)
+        full = MeshFolder(
+            root,
+            num_points=cfg.num_points,
+            seed=cfg.data_seed,
+            transform=transform,
+            cache_dir=_cache_dir(cfg, "meshfolder", root),
+        )
+        if split == "all" or cfg.test_fraction == 1:
+            if need_train:
+                raise ValueError(
+                    f"--test-fraction {cfg.test_fraction} puts every mesh of {root} into the "
+                    "test set and leaves none for training (to evaluate every mesh use "
+                    "eval --split all)"
+                )
+            train, test = None, full
+        else:
+            if len(full) < 2:
+                raise ValueError(
+                    f"--data meshes: {root} holds {len(full)} mesh; a train/test split needs "
+                    "at least 2 (to evaluate every mesh use eval --split all)"
+                )
+            perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(cfg.data_seed))
+            n_test = min(len(full) - 1, max(1, round(cfg.test_fraction * len(full))))
+            test = full.index_select(perm[:n_test].sort().values)
+            train = full.index_select(perm[n_test:].sort().values)
+            train = _subset(train, cfg.num_shapes, cfg.data_seed)
         test = _subset(test, cfg.num_test_shapes, cfg.data_seed + 1)
     for name, ds in (("train", train), ("test", test)):
-        check_finite_dataset(ds, f"{cfg.data} {name} set ({root})")
+        if ds is not None:
+            check_finite_dataset(ds, f"{cfg.data} {name} set ({root})")
     return train, test
+
+
+def _cache_dir(cfg: Config, kind: str, root: str) -> str | None:
+    """``<--cache>/<kind>/<data folder name>-<digest>``, or ``None`` (the data layer's default,
+    ``~/.cache/tensorframes/...``)."""
+    return None if cfg.cache is None else default_cache_dir(kind, root, base=cfg.cache)
+
+
+def cloud_names(ds: Dataset) -> list[str] | None:
+    """The file (``MeshFolder``) or shape id (``ModelNet40Normals``) of every cloud of ``ds``
+    in dataset order, or ``None`` for data without names (synthetic)."""
+    names = getattr(ds, "files", None) or getattr(ds, "shape_ids", None)
+    if names is None:
+        return None
+    return [str(names[int(i)]) for i in ds.indices()]
 
 
 def _subset(ds: Dataset, n: int | None, seed: int) -> Dataset:

@@ -20,7 +20,15 @@ from ._normals_data import random_o3, rotate_batch, split_batch
 from ._normals_metrics import angular_error, summarize, unoriented_cosine_loss
 from ._normals_model import unwrap
 
-__all__ = ["check_prediction", "evaluate", "flatten_metrics", "progress_bar"]
+__all__ = [
+    "check_prediction",
+    "evaluate",
+    "files_table",
+    "flatten_metrics",
+    "metrics_table",
+    "per_cloud",
+    "progress_bar",
+]
 
 
 @torch.no_grad()
@@ -121,9 +129,83 @@ def check_prediction(pred: Any, target: torch.Tensor) -> None:
 
 
 def progress_bar(iterable: Iterable, enabled: bool, **kw: Any) -> Iterable:
-    """``iterable``, wrapped in a tqdm progress bar on stderr when ``enabled``."""
+    """``iterable``, wrapped in a tqdm progress bar on stderr when ``enabled``.
+
+    The bar is left in place when it finishes (its line ends with a newline), so whatever is
+    printed next, on stdout or stderr, starts on a line of its own."""
     if not enabled:
         return iterable
     from tqdm import tqdm  # optional: only needed when progress bars are shown
 
-    return tqdm(iterable, leave=False, dynamic_ncols=True, file=sys.stderr, **kw)
+    return tqdm(iterable, leave=True, dynamic_ncols=True, file=sys.stderr, **kw)
+
+
+def per_cloud(errors: dict, sizes: Sequence[int], names: Sequence[str]) -> list[dict]:
+    """One row per cloud from the per-point ``errors`` of :func:`evaluate` (clouds in dataset
+    order with ``sizes`` points each): ``name``, ``points`` and the mean errors in degrees
+    (``given_unoriented``, ``given_oriented``, and ``rotated_unoriented`` /
+    ``equivariance_error`` when evaluated under random O(3))."""
+    keys = {
+        "given_unoriented": "given_unoriented",
+        "given_oriented": "given_oriented",
+        "rotated_unoriented": "rotated_unoriented",
+        "equivariance_error": "equivariance",
+    }
+    total = int(sum(sizes))
+    parts = {
+        k: torch.split(errors[src], list(sizes))
+        for k, src in keys.items()
+        if src in errors and len(errors[src]) == total
+    }
+    if "given_unoriented" not in parts or len(names) != len(sizes):
+        raise ValueError(
+            f"per_cloud: {len(names)} names, {len(sizes)} clouds with {total} points and "
+            f"{len(errors.get('given_unoriented', []))} per-point errors do not match"
+        )
+    rows = []
+    for i, (name, n) in enumerate(zip(names, sizes, strict=True)):
+        row: dict[str, Any] = {"name": name, "points": int(n)}
+        for k, chunks in parts.items():
+            row[f"{k}_mean"] = float(chunks[i].double().mean())
+        rows.append(row)
+    return rows
+
+
+def metrics_table(m: dict) -> str:
+    """A small markdown table of the metrics returned by ``evaluate``."""
+    rows = [
+        "| test set | unoriented mean | unoriented median | oriented mean | oriented median |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for split in ("given", "rotated"):
+        if split in m:
+            u, o = m[split]["unoriented"], m[split]["oriented"]
+            label = "as given" if split == "given" else "random O(3)"
+            rows.append(
+                f"| {label} | {u['mean']:.2f} | {u['median']:.2f} | {o['mean']:.2f} | "
+                f"{o['median']:.2f} |"
+            )
+    if "gap" in m:
+        rows.append(
+            f"\nequivariance gap (rotated - given, mean): unoriented "
+            f"{m['gap']['unoriented']:+.3f} deg, oriented {m['gap']['oriented']:+.3f} deg; "
+            f"|model(Qx) - Q model(x)|: {m['equivariance_error']:.3g} deg"
+        )
+    return "\n".join(rows)
+
+
+def files_table(rows: list[dict]) -> str:
+    """A markdown table of :func:`per_cloud` rows: the files tested and their errors."""
+    lines = [
+        "| file | points | unoriented mean | oriented mean | random O(3) unoriented | "
+        "equivariance error |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        rot = r.get("rotated_unoriented_mean", float("nan"))
+        eq = r.get("equivariance_error_mean", float("nan"))
+        lines.append(
+            f"| {r['name']} | {r['points']} | {r['given_unoriented_mean']:.2f} | "
+            f"{r['given_oriented_mean']:.2f} | {rot:.2f} | {eq:.3g} |"
+        )
+    return "\n".join(lines)

@@ -4,18 +4,20 @@ Every file the runner writes goes through :func:`atomic_write_bytes` (a temporar
 same folder, ``fsync``, then ``os.replace``): a failure at any point leaves the previous file
 untouched and no temporary file behind. Checkpoints hold plain tensors and containers only, so
 that :func:`load_checkpoint` can use ``torch.load(..., weights_only=True)``.
+:func:`out_lock` keeps two commands from writing into one ``--out`` folder at the same time.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
 import os.path as osp
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 import torch
@@ -26,13 +28,16 @@ from ._normals_config import IDENTITY_KEYS, MODEL_KEYS, Config, as_plain, descri
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_NAME",
+    "LOCK_NAME",
     "CheckpointMismatchError",
+    "OutFolderBusyError",
     "atomic_write_bytes",
     "atomic_write_text",
     "check_model_identity",
     "check_run_identity",
     "load_checkpoint",
     "load_model_state",
+    "out_lock",
     "save_checkpoint",
     "write_csv",
     "write_json",
@@ -40,10 +45,55 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "tensorframes.examples.normals/1"
 CHECKPOINT_NAME = "checkpoint.pt"
+#: The lock file :func:`out_lock` holds in an output folder.
+LOCK_NAME = ".lock"
 
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint was written for another model (arch / flavour / options) or run."""
+
+
+class OutFolderBusyError(ValueError):
+    """Another live process holds the lock of an output folder."""
+
+
+@contextlib.contextmanager
+def out_lock(folder: str, *, enabled: bool = True) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (created if missing) while the block runs.
+
+    The lock is an ``fcntl.flock`` on ``<folder>/.lock`` (which holds the owner's process id):
+    the operating system releases it when the process exits, also on a crash or a kill, so a
+    stale lock file never blocks. A second holder, in this or another process, gets
+    :class:`OutFolderBusyError` naming the folder and the process. ``enabled=False`` (torchrun
+    ranks other than 0) and platforms without ``fcntl`` do nothing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locks
+        enabled = False
+    if not enabled:
+        yield
+        return
+    os.makedirs(folder, exist_ok=True)
+    path = osp.join(folder, LOCK_NAME)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            owner = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            raise OutFolderBusyError(
+                f"{folder} is in use by another run (process {owner} holds {path}); wait for "
+                "it to finish or choose another --out"
+            ) from None
+        pid = str(os.getpid()).encode()
+        if os.pread(fd, 64, 0) != pid:  # rewritten only by another process: mtime kept
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, pid, 0)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 # =============================================================================== atomic files

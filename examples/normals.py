@@ -1,31 +1,42 @@
 """Normal regression on point clouds: train, evaluate and compare equivariant models.
 
-Run from a checkout (``models/`` and ``examples/`` are not installed)::
+Run from a checkout (models/ and examples/ are not installed):
 
     python -m examples.normals train --arch pointnet2 --flavour pca --epochs 20 --out runs/pn2_pca
     python -m examples.normals train --out runs/pn2_pca --resume          # continue after a kill
     python -m examples.normals eval --checkpoint runs/pn2_pca/checkpoint.pt
     python -m examples.normals eval --arch pca --data synthetic           # no-learning baseline
+    python -m examples.normals eval --checkpoint runs/pn2_pca/checkpoint.pt \\
+        --data meshes --root my_meshes/ --split all                       # every mesh of a folder
+    python -m examples.normals predict --checkpoint runs/pn2_pca/checkpoint.pt \\
+        --input scans/ --output normals/                                  # normals for your files
     python -m examples.normals compare --preset quick                     # the comparison table
     torchrun --nproc_per_node 2 -m examples.normals train ...             # data parallel (DDP)
 
-Task: predict the surface normal of every point of a cloud (``SyntheticShapes`` with noise,
-``ModelNet40Normals`` or a ``MeshFolder``). Clouds are centred and scaled to unit radius.
+Task: predict the surface normal of every point of a cloud (SyntheticShapes with noise,
+ModelNet40Normals or a MeshFolder of .off / .ply meshes). Clouds are centred and scaled to
+unit radius.
 
-**Loss** (unoriented): ``mean(1 - |cos(pred, normal)|)`` over points; the sign of a predicted
-normal is meaningless. **Metrics** (degrees, on the test set): unoriented error
-``min(angle(p, n), angle(p, -n))`` and oriented error ``angle(p, n)``, mean and median, once on
-the clouds as given and once with one seeded random O(3) element per cloud (reflections
-included); the **equivariance gap** is the rotated mean minus the given mean.
+Loss (unoriented): mean(1 - |cos(pred, normal)|) over points; the sign of a predicted normal is
+meaningless. Metrics (degrees, on the test set): unoriented error min(angle(p, n), angle(p, -n))
+and oriented error angle(p, n), mean and median, once on the clouds as given and once with one
+seeded random O(3) element per cloud (reflections included); the equivariance gap is the
+rotated mean minus the given mean.
 
-Outputs in ``--out``: ``checkpoint.pt`` (after every epoch, written atomically),
-``metrics.json`` / ``metrics.csv`` (per epoch), ``config.json``, ``final.json`` (after the last
-epoch). ``--resume`` continues a run exactly (same numbers as an uninterrupted run, on the same
-machine and thread count). With ``torchrun`` only rank 0 writes files.
+Outputs in --out: checkpoint.pt (after every epoch, written atomically), metrics.json /
+metrics.csv (per epoch), config.json, final.json (after the last epoch); eval writes eval.json,
+eval.csv and, for mesh folders and ModelNet, eval_files.csv (one row per file). --resume
+continues a run exactly (same numbers as an uninterrupted run, on the same machine and thread
+count). With torchrun only rank 0 writes files. train, eval and compare lock their --out folder
+(<out>/.lock): a second command into a folder in use is refused.
 
-Exit status: 0 on success, 2 for bad input (corrupted data, wrong checkpoint, bad flags), with
-a one-line ``error:`` message on stderr; existing checkpoints and caches are never modified by
-a failing command.
+Caches: MeshFolder and ModelNet40Normals keep their processed files in --cache DIR, by default
+$XDG_CACHE_HOME/tensorframes or ~/.cache/tensorframes, never in the data folder; synthetic
+clouds are generated into --root (default data/).
+
+Exit status: 0 on success, 2 for bad input (corrupted data, wrong checkpoint, bad flags, an
+--out folder in use), with a one-line "error:" message on stderr; existing checkpoints and
+caches are never modified by a failing command.
 """
 
 from __future__ import annotations
@@ -39,16 +50,24 @@ import sys
 import torch
 
 from ._normals_compare import run_compare
-from ._normals_config import MODEL_KEYS, Config
-from ._normals_data import build_datasets
+from ._normals_config import (
+    DATA_ONLY_FLAGS,
+    EVAL_DATA_FIELDS,
+    MODEL_KEYS,
+    Config,
+    check_applicable_flags,
+)
+from ._normals_data import build_datasets, cloud_names
 from ._normals_dist import resolve_device
-from ._normals_eval import evaluate, flatten_metrics
+from ._normals_eval import evaluate, files_table, flatten_metrics, metrics_table, per_cloud
 from ._normals_io import (
     CHECKPOINT_NAME,
     CheckpointMismatchError,
+    OutFolderBusyError,
     check_model_identity,
     load_checkpoint,
     load_model_state,
+    out_lock,
     write_csv,
     write_json,
 )
@@ -57,10 +76,19 @@ from ._normals_model import build_model, count_parameters
 from ._normals_predict import register as register_predict
 from ._normals_predict import run as run_predict
 
-__all__ = ["main", "parse_model_options"]
+__all__ = ["build_parser", "main", "metrics_table", "parse_model_options"]
 
 #: Flags that only affect this invocation: never taken from a checkpoint on --resume.
-RUNTIME_KEYS = ("out", "resume", "stop_after", "device", "threads", "progress", "param_hash")
+RUNTIME_KEYS = (
+    "out",
+    "resume",
+    "stop_after",
+    "device",
+    "threads",
+    "progress",
+    "param_hash",
+    "cache",
+)
 
 
 def parse_model_options(items: list[str] | None) -> dict | None:
@@ -90,12 +118,20 @@ def parse_model_options(items: list[str] | None) -> dict | None:
 
 
 # =============================================================================== parser
-def _add_model_flags(p: argparse.ArgumentParser) -> None:
+def _add_model_flags(p: argparse.ArgumentParser, command: str = "train") -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--arch", help="pointnet2 | dgcnn | tp (default pointnet2); eval also: pca")
-    g.add_argument(
-        "--flavour", help="plain | augment | pca | learned; cg | gaunt for tp (default pca)"
-    )
+    if command == "train":
+        g.add_argument("--arch", help="pointnet2 | dgcnn | tp (default pointnet2)")
+        g.add_argument(
+            "--flavour", help="plain | augment | pca | learned; cg | gaunt for tp (default pca)"
+        )
+    else:
+        g.add_argument(
+            "--arch",
+            help="pca: the PCA estimate, no checkpoint; with --checkpoint: must match it "
+            "(default: the checkpoint's)",
+        )
+        g.add_argument("--flavour", help="must match the checkpoint (default: the checkpoint's)")
     g.add_argument(
         "--model-option",
         action="append",
@@ -104,37 +140,87 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_data_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data")
+def _add_data_flags(p: argparse.ArgumentParser, command: str = "train") -> None:
+    """The data flags; ``command="eval"`` states the defaults of an evaluation (a checkpoint's
+    own values, else those of ``train``)."""
+    ev = command == "eval"
+
+    def dflt(train_default: str) -> str:
+        if not ev:
+            return f"default {train_default}"
+        return f"default: the checkpoint's; {train_default} with --arch pca"
+
+    g = p.add_argument_group(
+        "data",
+        "defaults of eval: the values the checkpoint was trained with, else (--arch pca) those "
+        "of train"
+        if ev
+        else None,
+    )
     g.add_argument(
-        "--data", choices=("synthetic", "modelnet", "meshes"), help="data set (default synthetic)"
+        "--data",
+        choices=("synthetic", "modelnet", "meshes"),
+        help=f"data set ({dflt('synthetic')})",
     )
     g.add_argument(
         "--root",
-        help="data folder (default data/ for synthetic, "
-        "data/modelnet40_normal_resampled for modelnet)",
+        help="data folder (synthetic: where its clouds are generated, default data/; modelnet: "
+        "default data/modelnet40_normal_resampled; meshes: required)"
+        + ("; default: the checkpoint's" if ev else ""),
     )
     g.add_argument(
-        "--num-shapes",
+        "--cache",
+        metavar="DIR",
+        help="meshes / modelnet: folder for the processed cache (default "
+        "$XDG_CACHE_HOME/tensorframes, else ~/.cache/tensorframes; never the data folder)",
+    )
+    if not ev:
+        g.add_argument(
+            "--num-shapes",
+            type=int,
+            help="training clouds (synthetic default 256; others: all, or a seeded subset)",
+        )
+    g.add_argument(
+        "--num-test-shapes",
         type=int,
-        help="training clouds (synthetic default 256; others: all, or a seeded subset)",
+        help="test clouds (synthetic: default 64; others: all, or a seeded subset)"
+        + ("; default: the checkpoint's" if ev else ""),
     )
-    g.add_argument("--num-test-shapes", type=int, help="test clouds (synthetic default 64)")
-    g.add_argument("--num-points", type=int, help="points per cloud (default 512)")
+    g.add_argument("--num-points", type=int, help=f"points per cloud ({dflt('512')})")
     g.add_argument(
-        "--noise", type=float, help="synthetic noise, relative to the cloud radius (default 0.01)"
+        "--noise",
+        type=float,
+        help=f"synthetic only: noise, relative to the cloud radius ({dflt('0.01')})",
     )
-    g.add_argument("--density", choices=("uniform", "nonuniform"), help="synthetic sampling")
-    g.add_argument("--outliers", type=float, help="synthetic outlier fraction (default 0)")
+    g.add_argument(
+        "--density",
+        choices=("uniform", "nonuniform"),
+        help=f"synthetic only: sampling ({dflt('uniform')})",
+    )
+    g.add_argument("--outliers", type=float, help=f"synthetic only: outlier fraction ({dflt('0')})")
     g.add_argument(
         "--pose",
         choices=("random", "canonical"),
-        help="synthetic orientation: a random rotation per cloud (default), or every shape in "
-        "its canonical orientation (then a plain network can exploit orientation and random "
-        "O(3) at test time exposes it)",
+        help="synthetic only: orientation, a random rotation per cloud or every shape in its "
+        "canonical orientation (then a plain network can exploit orientation and random "
+        f"O(3) at test time exposes it) ({dflt('random')})",
     )
-    g.add_argument("--data-seed", type=int, help="seed of the data set (default 0)")
-    g.add_argument("--test-fraction", type=float, help="meshes: share of test meshes (0.2)")
+    g.add_argument("--data-seed", type=int, help=f"seed of the data set ({dflt('0')})")
+    g.add_argument(
+        "--test-fraction",
+        type=float,
+        help="meshes only: share of the meshes in the test set, in (0, 1]"
+        + ("; 1 = every mesh, as --split all" if ev else "")
+        + f" ({dflt('0.2')})",
+    )
+    if ev:
+        g.add_argument(
+            "--split",
+            choices=("test", "all"),
+            default="test",
+            help="test: the data set's test split (default); all: every file of a --data "
+            "meshes folder (also a folder with one mesh), with per-file errors",
+        )
 
 
 def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
@@ -154,20 +240,24 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m examples.normals",
         description="Normal regression with tensor-frame and tensor-product models.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 2)[1],
+        epilog=__doc__.split("\n\n", 1)[1].strip(),
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train one model (resumable; torchrun for DDP)")
-    _add_model_flags(t)
-    _add_data_flags(t)
+    _add_model_flags(t, "train")
+    _add_data_flags(t, "train")
     g = t.add_argument_group("training")
     g.add_argument("--epochs", type=int, help="total epochs (default 10)")
     g.add_argument("--batch-size", type=int, help="clouds per batch and process (default 8)")
-    g.add_argument("--lr", type=float, help="Adam learning rate, cosine schedule (1e-3)")
+    g.add_argument("--lr", type=float, help="Adam learning rate, cosine schedule (default 0.001)")
     g.add_argument("--weight-decay", type=float, help="Adam weight decay (default 0)")
-    g.add_argument("--seed", type=int, help="seed of initialisation, shuffling, augmentation")
-    g.add_argument("--eval-seed", type=int, help="seed of the random O(3) test transforms")
+    g.add_argument(
+        "--seed", type=int, help="seed of initialisation, shuffling, augmentation (default 0)"
+    )
+    g.add_argument(
+        "--eval-seed", type=int, help="seed of the random O(3) test transforms (default 1234)"
+    )
     g.add_argument("--eval-every", type=int, help="evaluate every N epochs (default 1)")
     g.add_argument("--out", help="output folder (default runs/normals)")
     g.add_argument(
@@ -191,13 +281,27 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--param-hash", action="store_true", default=None, help=argparse.SUPPRESS)
     _add_runtime_flags(t)
 
-    e = sub.add_parser("eval", help="evaluate a checkpoint (or --arch pca) on the test set")
-    e.add_argument("--checkpoint", help="checkpoint file (default <--out>/checkpoint.pt)")
-    e.add_argument("--out", help="folder for eval.json / eval.csv (default: the checkpoint's)")
-    _add_model_flags(e)
-    _add_data_flags(e)
-    e.add_argument("--batch-size", type=int, help="clouds per batch")
-    e.add_argument("--eval-seed", type=int, help="seed of the random O(3) test transforms")
+    e = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint (or --arch pca) on the test set or on every mesh of a folder",
+    )
+    e.add_argument(
+        "--checkpoint",
+        help="checkpoint file (default <--out>/checkpoint.pt, --out default runs/normals)",
+    )
+    e.add_argument(
+        "--out",
+        help="folder for eval.json / eval.csv / eval_files.csv (default: the checkpoint's "
+        "folder; runs/normals with --arch pca)",
+    )
+    _add_model_flags(e, "eval")
+    _add_data_flags(e, "eval")
+    e.add_argument("--batch-size", type=int, help="clouds per batch (default: the checkpoint's; 8)")
+    e.add_argument(
+        "--eval-seed",
+        type=int,
+        help="seed of the random O(3) test transforms (default: the checkpoint's; 1234)",
+    )
     _add_runtime_flags(e)
 
     c = sub.add_parser("compare", help="train and evaluate every model of a preset; one table")
@@ -242,8 +346,11 @@ def train_config(args: argparse.Namespace) -> Config:
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = train_config(args)
-    result = train(cfg)
-    if int(os.environ.get("RANK", "0")) == 0:
+    check_applicable_flags(_explicit(args), cfg.data)
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    with out_lock(cfg.out, enabled=rank0):
+        result = train(cfg)
+    if rank0:
         if result["final"] is not None:
             print(metrics_table(result["final"]))
             print(f"\nwrote {cfg.out}/final.json, metrics.json, metrics.csv, {CHECKPOINT_NAME}")
@@ -272,69 +379,66 @@ def cmd_eval(args: argparse.Namespace) -> int:
             identity["options"] = ckpt.get("options") or {}
         check_model_identity(ckpt, identity, path)
         overrides = {k: v for k, v in explicit.items() if k not in MODEL_KEYS}
+        if overrides.get("data", saved.get("data")) != saved.get("data"):
+            # other data than the checkpoint's: its data-specific settings do not carry over
+            saved = {k: v for k, v in saved.items() if k not in DATA_ONLY_FLAGS}
+            saved.pop("root", None)
         cfg = Config.from_dict({**saved, **overrides})
         out = explicit.get("out") or osp.dirname(osp.abspath(path))
         model = build_model(ckpt["arch"], ckpt["flavour"], ckpt.get("options") or {})
         load_model_state(model, ckpt, path)
         source = f"{path} (epoch {ckpt['epoch']})"
+    check_applicable_flags(explicit, cfg.data)
+    if args.split == "all" and explicit.get("test_fraction") is not None:
+        raise ValueError("--test-fraction does not apply with --split all (every mesh is tested)")
     device = resolve_device(cfg.device, 0)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    _, test_set = build_datasets(cfg)
-    model.to(device)
-    res = evaluate(
-        model,
-        test_set,
-        batch_size=cfg.batch_size,
-        eval_seed=cfg.eval_seed,
-        device=device,
-        rotated=True,
-        progress=cfg.progress,
-    )
-    metrics = {
-        **res["metrics"],
-        "parameters": count_parameters(model),
-        "source": source,
-        "data": {
-            k: getattr(cfg, k)
-            for k in ("data", "root", "num_points", "noise", "num_test_shapes", "data_seed")
-        },
-        "eval_seed": cfg.eval_seed,
-    }
-    os.makedirs(out, exist_ok=True)
-    write_json(osp.join(out, "eval.json"), metrics)
-    write_csv(osp.join(out, "eval.csv"), [flatten_metrics(res["metrics"])])
-    print(f"{source}: {res['metrics']['num_clouds']} test clouds")
+    with out_lock(out):
+        _, test_set = build_datasets(cfg, split=args.split, need_train=False)
+        model.to(device)
+        res = evaluate(
+            model,
+            test_set,
+            batch_size=cfg.batch_size,
+            eval_seed=cfg.eval_seed,
+            device=device,
+            rotated=True,
+            progress=cfg.progress,
+        )
+        names = cloud_names(test_set)
+        data = {k: getattr(cfg, k) for k in EVAL_DATA_FIELDS[cfg.data]}
+        data["split"] = args.split
+        metrics = {
+            **res["metrics"],
+            "parameters": count_parameters(model),
+            "source": source,
+            "data": data,
+            "eval_seed": cfg.eval_seed,
+        }
+        rows = None
+        if names is not None:
+            sizes = [test_set[i].num_nodes for i in range(len(test_set))]
+            rows = per_cloud(res["errors"], sizes, names)
+            metrics["files"] = rows
+        write_json(osp.join(out, "eval.json"), metrics)
+        write_csv(osp.join(out, "eval.csv"), [flatten_metrics(res["metrics"])])
+        if rows is not None:
+            write_csv(osp.join(out, "eval_files.csv"), rows)
+    what = "meshes" if cfg.data == "meshes" else "test clouds"
+    print(f"{source}: {res['metrics']['num_clouds']} {what} of {cfg.data_root}")
+    if rows is not None:
+        print(files_table(rows) + "\n")
     print(metrics_table(metrics))
-    print(f"\nwrote {osp.join(out, 'eval.json')}, eval.csv")
+    wrote = "eval.json, eval.csv" + (", eval_files.csv" if rows is not None else "")
+    print(f"\nwrote {wrote} in {out}")
     return 0
 
 
-def metrics_table(m: dict) -> str:
-    """A small markdown table of the metrics returned by ``evaluate``."""
-    rows = [
-        "| test set | unoriented mean | unoriented median | oriented mean | oriented median |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for split in ("given", "rotated"):
-        if split in m:
-            u, o = m[split]["unoriented"], m[split]["oriented"]
-            label = "as given" if split == "given" else "random O(3)"
-            rows.append(
-                f"| {label} | {u['mean']:.2f} | {u['median']:.2f} | {o['mean']:.2f} | "
-                f"{o['median']:.2f} |"
-            )
-    if "gap" in m:
-        rows.append(
-            f"\nequivariance gap (rotated - given, mean): unoriented "
-            f"{m['gap']['unoriented']:+.3f} deg, oriented {m['gap']['oriented']:+.3f} deg; "
-            f"|model(Qx) - Q model(x)|: {m['equivariance_error']:.3g} deg"
-        )
-    return "\n".join(rows)
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
-    return run_compare(args)
+    args.out = args.out or osp.join("runs", f"compare_{args.preset}")
+    with out_lock(args.out):
+        return run_compare(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -349,7 +453,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return commands[args.command](args)
     except (ValueError, FileNotFoundError, FloatingPointError) as err:
-        kind = "checkpoint mismatch" if isinstance(err, CheckpointMismatchError) else "error"
+        kind = "error"
+        if isinstance(err, CheckpointMismatchError):
+            kind = "checkpoint mismatch"
+        elif isinstance(err, OutFolderBusyError):
+            kind = "folder in use"
         print(f"{parser.prog} {args.command}: {kind}: {err}", file=sys.stderr)
         return 2
 

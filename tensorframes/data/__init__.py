@@ -16,7 +16,7 @@ Transforms in :mod:`tensorframes.data.transforms`: :class:`RandomO3`, :class:`Ce
 """
 
 from . import transforms
-from ._cache import CacheWarning
+from ._cache import CacheWarning, default_cache_dir
 from ._mesh import MeshFolder, read_mesh, read_off, read_ply, sample_triangles
 from ._modelnet import ModelNet40Normals, read_xyz_normal
 from ._pointio import POINT_EXTENSIONS, read_points, write_ply
@@ -34,6 +34,7 @@ __all__ = [
     "ModelNet40Normals",
     "RandomO3",
     "SyntheticShapes",
+    "default_cache_dir",
     "read_mesh",
     "read_off",
     "read_ply",

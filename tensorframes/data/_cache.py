@@ -11,6 +11,13 @@ relies on (running ``process()`` on every construction, installing the collated 
 through :mod:`tensorframes._compat`. ``pre_transform`` enters the
 key through its ``repr``: give it a stable one (PyG transforms have), since e.g. a lambda's
 ``repr`` changes from run to run and then gets a fresh cache file every time.
+
+Where the processed file goes: ``cache_dir`` when given, else the class's default.
+:class:`~tensorframes.data.SyntheticShapes` (generated data) keeps it in ``root/processed``;
+datasets read from a user's folder (:class:`~tensorframes.data.MeshFolder`,
+:class:`~tensorframes.data.ModelNet40Normals`) never write into that folder unasked: their
+default is :func:`default_cache_dir` (``$XDG_CACHE_HOME/tensorframes``, else
+``~/.cache/tensorframes``) ``/<dataset>/<folder name>-<digest of its absolute path>``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import hashlib
 import json
 import os
 import os.path as osp
+import re
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -32,6 +40,37 @@ from .._compat import ProcessAlwaysInMemoryDataset, set_collated_storage
 
 #: Bumped whenever the generated content or the file layout changes.
 CACHE_FORMAT = 1
+
+
+def default_cache_dir(
+    kind: str | None = None,
+    root: str | os.PathLike | None = None,
+    *,
+    base: str | os.PathLike | None = None,
+) -> str:
+    """The user's cache folder of this library: ``base`` if given, else
+    ``$XDG_CACHE_HOME/tensorframes`` (when the variable is set and absolute), else
+    ``~/.cache/tensorframes``.
+
+    With ``kind`` (a dataset's name) and ``root`` (its data folder) the folder for that data
+    set: ``<cache>/<kind>/<basename of root>-<sha256 of its absolute path, 12 hex>``, so data
+    folders that share a name get separate caches."""
+    if base is not None:
+        path = osp.expanduser(os.fspath(base))
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME", "")
+        if not xdg or not osp.isabs(xdg):
+            xdg = osp.join(osp.expanduser("~"), ".cache")
+        path = osp.join(xdg, "tensorframes")
+    if kind is None:
+        return path
+    path = osp.join(path, kind)
+    if root is None:
+        return path
+    absolute = osp.abspath(osp.expanduser(os.fspath(root)))
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", osp.basename(absolute.rstrip(os.sep))) or "root"
+    digest = hashlib.sha256(absolute.encode()).hexdigest()[:12]
+    return osp.join(path, f"{name}-{digest}")
 
 
 class CacheWarning(UserWarning):
@@ -70,7 +109,8 @@ class CachedInMemoryDataset(ProcessAlwaysInMemoryDataset):
     :meth:`_generate` (and optionally :meth:`_fingerprint`).
 
     :meth:`process` runs on every construction (not only when the file is missing) and decides
-    itself whether the processed file is valid.
+    itself whether the processed file is valid. ``cache_dir`` (if not ``None``) is the folder
+    of the processed file, instead of PyG's ``root/processed``.
     """
 
     def __init__(
@@ -79,8 +119,12 @@ class CachedInMemoryDataset(ProcessAlwaysInMemoryDataset):
         transform: Callable | None = None,
         pre_transform: Callable | None = None,
         force_reload: bool = False,
+        cache_dir: str | Path | None = None,
     ) -> None:
         self._loaded: tuple[Data, dict, dict] | None = None
+        if cache_dir is not None and not isinstance(cache_dir, str | os.PathLike):
+            raise TypeError(f"cache_dir must be a path or None, got {type(cache_dir).__name__}")
+        self._cache_dir = None if cache_dir is None else osp.expanduser(os.fspath(cache_dir))
         super().__init__(
             str(root), transform, pre_transform, None, log=False, force_reload=force_reload
         )
@@ -90,6 +134,11 @@ class CachedInMemoryDataset(ProcessAlwaysInMemoryDataset):
         self._loaded = None
         set_collated_storage(self, data, slices)
         self._set_extra(extra)
+
+    @property
+    def processed_dir(self) -> str:
+        """The folder of the processed file (``cache_dir``, or PyG's ``root/processed``)."""
+        return self._cache_dir if self._cache_dir is not None else super().processed_dir
 
     # ----------------------------------------------------------------- subclass hooks
     def _cache_prefix(self) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from ._cache import CachedInMemoryDataset, file_fingerprint
+from ._cache import CachedInMemoryDataset, default_cache_dir, file_fingerprint
 from ._validate import check_points
 
 
@@ -31,8 +31,11 @@ class MeshFolder(CachedInMemoryDataset):
 
     Labels: ``y`` is the index of the file's top-level sub-folder in :attr:`classes` (sorted
     names; files directly in ``root`` get class ``"."``). :attr:`files` lists the relative paths
-    in dataset order (sorted). The cache goes to ``root/processed`` (never scanned for meshes)
-    and is rebuilt when files are added, removed or modified.
+    in dataset order (sorted). The processed cache goes to ``cache_dir``, by default
+    ``default_cache_dir("meshfolder", root)`` (``~/.cache/tensorframes/meshfolder/<folder
+    name>-<digest>``, honouring ``XDG_CACHE_HOME``), so nothing is written into ``root``; it is
+    rebuilt when files are added, removed or modified. A ``processed`` folder directly under
+    ``root`` (the cache of older versions) is never scanned for meshes.
 
     Args:
         root: folder to scan.
@@ -40,6 +43,7 @@ class MeshFolder(CachedInMemoryDataset):
         seed: non-negative integer.
         extensions: file suffixes to pick up (case-insensitive).
         transform, pre_transform, force_reload: as in PyG.
+        cache_dir: folder of the processed file (default: see above).
     """
 
     def __init__(
@@ -52,6 +56,7 @@ class MeshFolder(CachedInMemoryDataset):
         transform: Callable | None = None,
         pre_transform: Callable | None = None,
         force_reload: bool = False,
+        cache_dir: str | os.PathLike | None = None,
     ) -> None:
         if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 1:
             raise ValueError(f"num_points must be a positive integer, got {num_points!r}")
@@ -69,7 +74,9 @@ class MeshFolder(CachedInMemoryDataset):
                 f"MeshFolder: no {'/'.join(self.extensions)} files found under {root}"
             )
         self.classes = sorted({_top(f) for f in self.files})
-        super().__init__(root, transform, pre_transform, force_reload)
+        if cache_dir is None:
+            cache_dir = default_cache_dir("meshfolder", root)
+        super().__init__(root, transform, pre_transform, force_reload, cache_dir=cache_dir)
 
     @property
     def raw_dir(self) -> str:

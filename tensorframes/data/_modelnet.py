@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from ._cache import CachedInMemoryDataset, file_fingerprint
+from ._cache import CachedInMemoryDataset, default_cache_dir, file_fingerprint
 from ._validate import check_points
 
 EXPECTED_LAYOUT = """\
@@ -43,8 +43,10 @@ class ModelNet40Normals(CachedInMemoryDataset):
     malformed lines (wrong number of fields, non-numeric or non-finite values, a zero-length
     normal) raise ``ValueError`` naming the file and the 1-based line number. Blank lines are
     skipped. Normals are normalised to unit length. The processed cache is written to
-    ``root/processed``; its name encodes the options and it is rebuilt if the raw files change
-    (size or modification time) or the file is corrupted.
+    ``cache_dir``, by default ``default_cache_dir("modelnet40normals", root)``
+    (``~/.cache/tensorframes/...``, honouring ``XDG_CACHE_HOME``; nothing is written into
+    ``root``); its name encodes the options and it is rebuilt if the raw files change (size or
+    modification time) or the file is corrupted.
 
     Args:
         root: the ``modelnet40_normal_resampled`` folder.
@@ -55,6 +57,7 @@ class ModelNet40Normals(CachedInMemoryDataset):
         classes: restrict to these class names (``y`` stays the index in
             ``modelnet40_shape_names.txt``, so labels agree across subsets).
         transform, pre_transform, force_reload: as in PyG.
+        cache_dir: folder of the processed file (default: see above).
 
     Every :class:`~torch_geometric.data.Data` has ``pos`` ``(N, 3)`` float32, ``normal``
     ``(N, 3)`` float32 unit vectors and ``y`` ``(1,)`` the class index. The shape ids are in
@@ -71,6 +74,7 @@ class ModelNet40Normals(CachedInMemoryDataset):
         transform: Callable | None = None,
         pre_transform: Callable | None = None,
         force_reload: bool = False,
+        cache_dir: str | os.PathLike | None = None,
     ) -> None:
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -97,7 +101,9 @@ class ModelNet40Normals(CachedInMemoryDataset):
         else:
             self._selected = list(self.classes)
         self.shape_ids, self._files = self._index()
-        super().__init__(root, transform, pre_transform, force_reload)
+        if cache_dir is None:
+            cache_dir = default_cache_dir("modelnet40normals", root)
+        super().__init__(root, transform, pre_transform, force_reload, cache_dir=cache_dir)
 
     # --------------------------------------------------------------------------- index
     @property

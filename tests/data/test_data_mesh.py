@@ -1,10 +1,11 @@
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tensorframes.data import MeshFolder, read_off, read_ply
+from tensorframes.data import MeshFolder, default_cache_dir, read_off, read_ply
 
 TET_V = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
 TET_F = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])  # counter-clockwise from outside
@@ -65,6 +66,21 @@ def check_on_faces(data, v, faces, expected_face_areas=None):
         p = np.asarray(expected_face_areas) / np.sum(expected_face_areas)
         counts = np.bincount(face, minlength=len(faces)) / len(face)
         assert np.all(np.abs(counts - p) < 5 * np.sqrt(p * (1 - p) / len(face)))
+
+
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path, monkeypatch):
+    """The default cache (``$XDG_CACHE_HOME/tensorframes``) inside the test's folder."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return tmp_path / "xdg" / "tensorframes"
+
+
+def _snapshot(folder):
+    return {
+        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -165,3 +181,35 @@ def test_malformed_ply_names_file(tmp_path):
 def test_empty_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="no .off/.ply files"):
         MeshFolder(tmp_path)
+
+
+def test_cache_never_written_into_the_data_folder(folder, tmp_path, user_cache):
+    before = _snapshot(folder)
+    a = MeshFolder(folder, num_points=40)
+    assert _snapshot(folder) == before  # byte for byte, mtimes included
+    assert a.processed_dir == default_cache_dir("meshfolder", folder)
+    assert a.processed_dir.startswith(str(user_cache))
+    assert len(list(user_cache.rglob("meshfolder_40_*.pt"))) == 1
+    # a folder of the same name elsewhere gets its own cache
+    other = tmp_path / "elsewhere" / folder.name
+    shutil.copytree(folder, other)
+    assert MeshFolder(other, num_points=40).processed_dir != a.processed_dir
+    # an explicit cache_dir is used as given
+    b = MeshFolder(folder, num_points=40, cache_dir=tmp_path / "mine")
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == [Path(b.processed_paths[0]).name]
+    for x, y in zip(a, b):
+        assert torch.equal(x.pos, y.pos)
+    assert _snapshot(folder) == before
+
+
+def test_default_cache_dir_honours_xdg(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert default_cache_dir() == str(tmp_path / "x" / "tensorframes")
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # the spec: absolute paths only
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == str(tmp_path / "home" / ".cache" / "tensorframes")
+    d = default_cache_dir("meshfolder", "some/data dir", base=tmp_path / "b")
+    assert d.startswith(str(tmp_path / "b" / "meshfolder" / "data_dir-"))
+    write_off(tmp_path / "t" / "tet.off", TET_V, TET_F)
+    with pytest.raises(TypeError, match="cache_dir must be a path or None, got int"):
+        MeshFolder(tmp_path / "t", cache_dir=3)

@@ -4,12 +4,19 @@ import numpy as np
 import pytest
 import torch
 
-from tensorframes.data import CacheWarning, ModelNet40Normals
+from tensorframes.data import CacheWarning, ModelNet40Normals, default_cache_dir
 
 
 def write_cloud(path, rows):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(",".join(f"{v:.6f}" for v in r) + "\n" for r in rows))
+
+
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path, monkeypatch):
+    """The default cache (``$XDG_CACHE_HOME/tensorframes``) outside the data folder."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path.parent / (tmp_path.name + "_xdg")))
+    return tmp_path.parent / (tmp_path.name + "_xdg") / "tensorframes"
 
 
 @pytest.fixture
@@ -135,3 +142,16 @@ def test_bad_split_file_entries(tree):
         ModelNet40Normals(root, "train")
     with pytest.raises(ValueError, match="split"):
         ModelNet40Normals(root, "val")
+
+
+def test_cache_outside_the_data_folder(tree, user_cache, tmp_path):
+    root, _ = tree
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+    ds = ModelNet40Normals(root, "train")
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+    assert after == before and not (root / "processed").exists()
+    assert ds.processed_dir == default_cache_dir("modelnet40normals", root)
+    assert any(user_cache.rglob("modelnet40normals_train_*.pt"))
+    mine = tmp_path.parent / (tmp_path.name + "_mine")
+    ModelNet40Normals(root, "test", cache_dir=mine)
+    assert [p.name.startswith("modelnet40normals_test_") for p in mine.iterdir()] == [True]

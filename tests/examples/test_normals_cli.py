@@ -36,9 +36,18 @@ from examples._normals_metrics import (  # noqa: E402
     unoriented_cosine_loss,
 )
 from examples.normals import main, parse_model_options  # noqa: E402
+from tensorframes.data import default_cache_dir  # noqa: E402
 
 TINY = "tests.examples._normals_tiny:tiny"
 TIME_KEYS = ("epoch_time_s", "train_time_s", "eval_time_s")
+
+
+@pytest.fixture(autouse=True)
+def _user_cache(tmp_path, monkeypatch):
+    """The data layer's default cache (``$XDG_CACHE_HOME/tensorframes``) inside the test's
+    temporary folder, never the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg_cache"))
+    return tmp_path / "xdg_cache" / "tensorframes"
 
 
 @pytest.fixture(scope="module")
@@ -468,7 +477,9 @@ def test_modelnet_folder_end_to_end(tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(out / "checkpoint.pt"), "--no-progress"]) == 0
     ev = json.loads((out / "eval.json").read_text())
     assert ev["data"]["data"] == "modelnet" and ev["rotated"] == final["rotated"]
-    assert (root / "processed").is_dir()  # the data layer's cache
+    # the data layer's cache: in the user's cache folder, nothing written into the data folder
+    assert Path(default_cache_dir("modelnet40normals", root)).is_dir()
+    assert not (root / "processed").exists()
 
 
 def test_modelnet_corrupt_files_leave_checkpoint_and_cache_intact(tmp_path, capsys):
@@ -476,7 +487,8 @@ def test_modelnet_corrupt_files_leave_checkpoint_and_cache_intact(tmp_path, caps
     out = tmp_path / "run"
     base = ["train", "--arch", TINY, "--flavour", "plain", "--epochs", "2"]
     assert main(base + _modelnet_args(root, out, "--stop-after", "1")) == 0
-    run_before, cache_before = _snapshot(out), _snapshot(root / "processed")
+    cache = Path(default_cache_dir("modelnet40normals", root))
+    run_before, cache_before = _snapshot(out), _snapshot(cache)
     capsys.readouterr()
     victim = root / "cup" / "cup_0002.txt"
     good = victim.read_text()
@@ -510,7 +522,7 @@ def test_modelnet_corrupt_files_leave_checkpoint_and_cache_intact(tmp_path, caps
     assert "NaN" in capsys.readouterr().err
 
     assert _snapshot(out) == run_before
-    assert _snapshot(root / "processed") == cache_before
+    assert _snapshot(cache) == cache_before
     # repaired data: resuming works again
     victim.write_text(good)
     assert main(base + _modelnet_args(root, out, "--resume")) == 0
@@ -685,3 +697,195 @@ def test_cli_runs_as_module(tmp_path):
     assert proc.returncode == 2
     assert "error" in proc.stderr and "missing.pt" in proc.stderr
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+# =============================================================================== CLI fixes
+TET_V = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
+TET_F = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+BOX_V = np.array([[x, y, z] for x in (0, 2.0) for y in (0, 1.0) for z in (0, 0.5)])
+BOX_F = np.array(
+    [[0, 1, 3, 2], [4, 6, 7, 5], [0, 4, 5, 1], [2, 3, 7, 6], [0, 2, 6, 4], [1, 5, 7, 3]]
+)
+
+
+def _write_off(path, v, f):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["OFF", f"{len(v)} {len(f)} 0"] + [" ".join(map(str, x)) for x in v]
+    lines += [f"{len(x)} " + " ".join(map(str, x)) for x in f]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _mesh_folder(root):
+    _write_off(root / "a" / "tet.off", TET_V, TET_F)
+    _write_off(root / "b" / "box.off", BOX_V, BOX_F)
+    _write_off(root / "b" / "flat_box.off", BOX_V * [1, 1, 0.1], BOX_F)
+    return root
+
+
+def _eval_meshes(root, out, *extra):
+    args = ["eval", "--arch", "pca", "--model-option", "k=8", "--data", "meshes"]
+    args += ["--root", str(root), "--num-points", "64", "--out", str(out), "--no-progress"]
+    return main(args + list(extra))
+
+
+def test_eval_split_all_tests_every_mesh_with_per_file_errors(tmp_path, capsys, _user_cache):
+    pytest.importorskip("models.baselines")
+    root = _mesh_folder(tmp_path / "meshes")
+    before = _snapshot(root)
+    assert _eval_meshes(root, tmp_path / "ev", "--split", "all") == 0
+    printed = capsys.readouterr().out
+    names = ["a/tet.off", "b/box.off", "b/flat_box.off"]
+    ev = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert ev["num_clouds"] == 3 and [r["name"] for r in ev["files"]] == names
+    assert ev["data"]["split"] == "all" and "noise" not in ev["data"]
+    rows = (tmp_path / "ev" / "eval_files.csv").read_text().splitlines()
+    assert rows[0].startswith("name,points,given_unoriented_mean") and len(rows) == 4
+    assert all(f"| {n} | 64 |" in printed for n in names)  # the files tested are named
+    # the data folder is byte-for-byte unchanged; the cache went to the user's cache folder
+    assert _snapshot(root) == before
+    assert any(_user_cache.rglob("meshfolder_64_*.pt"))
+    # each file's row is that file's own error: the same mesh alone in a folder gives it
+    alone = tmp_path / "alone"
+    _write_off(alone / "b" / "box.off", BOX_V, BOX_F)
+    assert _eval_meshes(alone, tmp_path / "ev1", "--split", "all") == 0  # one mesh: fine
+    one = json.loads((tmp_path / "ev1" / "eval.json").read_text())["files"]
+    assert [r["name"] for r in one] == ["b/box.off"]
+    assert one[0]["given_unoriented_mean"] == pytest.approx(
+        ev["files"][1]["given_unoriented_mean"], rel=1e-6
+    )
+    assert ev["files"][0]["given_unoriented_mean"] != pytest.approx(
+        ev["files"][1]["given_unoriented_mean"], rel=1e-3
+    )
+    # --test-fraction 1 (split test) also tests every mesh; a 1-mesh split is explained
+    assert _eval_meshes(root, tmp_path / "ev2", "--test-fraction", "1") == 0
+    assert json.loads((tmp_path / "ev2" / "eval.json").read_text())["num_clouds"] == 3
+    capsys.readouterr()
+    assert _eval_meshes(alone, tmp_path / "ev3") == 2
+    assert "--split all" in capsys.readouterr().err
+    assert _snapshot(root) == before
+
+
+def test_cache_flag_chooses_the_cache_folder(tmp_path, capsys, _user_cache):
+    pytest.importorskip("models.baselines")
+    root = _mesh_folder(tmp_path / "meshes")
+    before = _snapshot(root)
+    cache = tmp_path / "my cache"
+    assert _eval_meshes(root, tmp_path / "ev", "--split", "all", "--cache", str(cache)) == 0
+    assert len(list(cache.rglob("meshfolder_64_*.pt"))) == 1
+    assert not _user_cache.exists() and _snapshot(root) == before
+
+
+def test_flags_that_do_not_apply_are_refused(tmp_path, data_root, capsys):
+    root = _mesh_folder(tmp_path / "meshes")
+    cases = [
+        (("--split", "all", "--noise", "0.5"), "--noise applies to --data synthetic only"),
+        (("--split", "all", "--pose", "canonical"), "--pose applies to --data synthetic only"),
+        (("--split", "all", "--test-fraction", "1"), "--test-fraction does not apply with"),
+    ]
+    for extra, message in cases:
+        assert _eval_meshes(root, tmp_path / "ev", *extra) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "ev" / "eval.json").exists()
+    base = ["eval", "--arch", "pca", "--root", data_root, "--out", str(tmp_path / "e")]
+    assert main(base + ["--test-fraction", "0.5", "--no-progress"]) == 2
+    assert "--test-fraction applies to --data meshes only" in capsys.readouterr().err
+    assert main(base + ["--cache", str(tmp_path / "c"), "--no-progress"]) == 2
+    assert "--cache applies to --data meshes / modelnet only" in capsys.readouterr().err
+    assert main(base + ["--split", "all", "--no-progress"]) == 2
+    assert "--split all evaluates every file of a mesh folder" in capsys.readouterr().err
+    args = _train_args(data_root, tmp_path / "t", "--outliers", "0.1")
+    i = args.index("--root")
+    args[i : i + 2] = ["--data", "meshes", "--root", str(root)]
+    assert main(args) == 2
+    assert "--outliers applies to --data synthetic only" in capsys.readouterr().err
+
+
+def _help(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_states_true_defaults_and_full_epilog(tmp_path, data_root, capsys):
+    import re
+
+    from examples._normals_config import Config
+    from examples.normals import build_parser
+
+    sub = next(a for a in build_parser()._actions if hasattr(a, "choices") and a.choices)
+    checked = 0
+    for action in sub.choices["train"]._actions:
+        m = re.search(r"\(default ([^;)]+)\)", action.help or "")
+        if m and action.dest in Config.__dataclass_fields__ and action.dest != "num_shapes":
+            want, value = getattr(Config, action.dest), m.group(1).strip()
+            value = {"on": "True", "off": "False"}.get(value, value)
+            assert str(want) == value or (isinstance(want, int | float) and float(value) == want), (
+                action.dest,
+                value,
+            )
+            checked += 1
+    assert checked >= 8
+    ev = " ".join(_help(["eval", "-h"], capsys).split())
+    assert "--num-points NUM_POINTS points per cloud (default: the checkpoint's" in ev
+    assert "(default 512)" not in ev
+    # and eval of a checkpoint does use the checkpoint's values
+    out = tmp_path / "run"
+    assert main(_train_args(data_root, out, epochs=1)) == 0
+    assert main(["eval", "--checkpoint", str(out / "checkpoint.pt"), "--no-progress"]) == 0
+    assert json.loads((out / "eval.json").read_text())["data"]["num_points"] == 48
+    top = _help(["-h"], capsys)
+    assert not any(ln.rstrip().endswith("::") for ln in top.splitlines())
+    for command in ("train", "eval", "predict", "compare", "--split all"):
+        assert command in top.split("options:")[-1]
+    assert top.rstrip().endswith("caches are never modified by a failing command.")
+
+
+def test_progress_bars_end_their_line(tmp_path, data_root):
+    import contextlib
+    import io
+
+    pytest.importorskip("tqdm")
+    buf = io.StringIO()  # stdout and stderr interleaved, as in a terminal
+    args = ["eval", "--arch", "pca", "--root", data_root, "--num-test-shapes", "4"]
+    args += ["--num-points", "48", "--out", str(tmp_path / "e"), "--progress"]
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        assert main(args) == 0
+    lines = buf.getvalue().split("\n")
+    bars = [i for i, ln in enumerate(lines) if "eval:" in ln and "%|" in ln]
+    assert bars, buf.getvalue()
+    results = [i for i, ln in enumerate(lines) if "test clouds" in ln or "| as given |" in ln]
+    assert results and all(i not in bars for i in results)
+    assert all("%|" not in lines[i] for i in results)
+
+
+def test_out_folder_lock_refuses_a_second_run(tmp_path, data_root, capsys):
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; sys.path.insert(0, sys.argv[1]);"
+         "from examples._normals_io import out_lock\n"
+         "with out_lock(sys.argv[2]):\n print('locked', flush=True); time.sleep(120)",
+         str(ROOT), str(out)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert main(_train_args(data_root, out, epochs=1)) == 2
+        err = capsys.readouterr().err
+        assert f"{out} is in use by another run (process {holder.pid}" in err
+        assert not (out / "checkpoint.pt").exists()
+        assert main(["compare", "--preset", "quick", "--out", str(out), "--no-progress"]) == 2
+        assert "is in use by another run" in capsys.readouterr().err
+    finally:
+        holder.kill()  # a crash: the operating system releases the lock
+        holder.wait(timeout=30)
+    assert main(_train_args(data_root, out, epochs=1)) == 0
+    # in one process too: a held lock refuses eval into the same folder
+    from examples._normals_io import out_lock
+
+    with out_lock(str(out)):
+        args = ["eval", "--checkpoint", str(out / "checkpoint.pt"), "--no-progress"]
+        assert main(args) == 2
+        assert "is in use by another run" in capsys.readouterr().err
+    assert main(args) == 0

@@ -237,3 +237,130 @@ def test_acceptance_function_thins_exactly():
     p, _, _ = S.Ellipsoid((1, 1, 1)).sample(rng(), N, accept=acc)
     cdf = lambda z: (0.55 * (z + 1) + 0.225 * (z * z - 1)) / 1.1  # noqa: E731
     assert ks_stat(p[:, 2], cdf) < KS
+
+
+# ------------------------------------------------------------------------------ CAD shapes
+def _hex_faces(R, h, bore):
+    """Independent description of a hexagonal prism with a bore: a list of
+    ``(name, area, on_face(p) -> bool, normal(p) -> (m, 3))``."""
+    faces = []
+    for k in range(6):
+        a0, a1 = k * math.pi / 3, (k + 1) * math.pi / 3
+        v0 = np.array([R * math.cos(a0), R * math.sin(a0)])
+        v1 = np.array([R * math.cos(a1), R * math.sin(a1)])
+        mid = (a0 + a1) / 2
+        nrm = np.array([math.cos(mid), math.sin(mid), 0.0])  # outward, perpendicular to edge
+        apo = R * math.cos(math.pi / 6)
+
+        def on(p, nrm=nrm, v0=v0, v1=v1, apo=apo):
+            t = ((p[:, :2] - v0) @ (v1 - v0)) / ((v1 - v0) @ (v1 - v0))
+            return (np.abs(p[:, :2] @ nrm[:2] - apo) < 1e-9) & (t > -1e-9) & (t < 1 + 1e-9)
+
+        faces.append((f"side{k}", R * h, on, lambda p, nrm=nrm: np.tile(nrm, (len(p), 1))))
+    cap = 1.5 * math.sqrt(3) * R * R - math.pi * bore**2
+    for s in (1.0, -1.0):
+        faces.append((f"cap{s:+.0f}", cap, lambda p, s=s: np.abs(p[:, 2] - s * h / 2) < 1e-12,
+                      lambda p, s=s: np.tile([0.0, 0.0, s], (len(p), 1))))
+
+    def on_bore(p):
+        return np.abs(np.hypot(p[:, 0], p[:, 1]) - bore) < 1e-9
+
+    def bore_normal(p):
+        rho = np.hypot(p[:, 0], p[:, 1])[:, None]
+        return np.concatenate([-p[:, :2] / rho, np.zeros((len(p), 1))], 1)
+
+    faces.append(("bore", 2 * math.pi * bore * h, on_bore, bore_normal))
+    return faces
+
+
+def _check_faces(p, n, faces, tol_frac=4.0):
+    """Every point lies on exactly one listed face (corners aside) with that face's normal,
+    and the fractions per face follow the areas (binomial, ``tol_frac`` standard errors)."""
+    total = sum(f[1] for f in faces)
+    hit = np.stack([f[2](p) for f in faces], 1)
+    assert hit.any(1).all(), "points off the surface"
+    first = hit.argmax(1)
+    for k, (name, area, _, normal) in enumerate(faces):
+        sel = first == k
+        if sel.any():
+            assert np.allclose(n[sel], normal(p[sel]), atol=1e-12), name
+        frac, expect = sel.mean(), area / total
+        se = math.sqrt(expect * (1 - expect) / len(p))
+        assert abs(frac - expect) < tol_frac * se, (name, frac, expect)
+
+
+def test_hex_prism_faces_normals_and_area():
+    shape = S.HexPrism(0.8, 0.5, 0.3)
+    p, n, _ = shape.sample(rng(), N)
+    _check_faces(p, n, _hex_faces(0.8, 0.5, 0.3))
+    assert shape.cap_area == pytest.approx(1.5 * math.sqrt(3) * 0.64 - math.pi * 0.09)
+    # the caps are uniform in the annular hexagon: radial CDF of the cap points in one
+    # sixth-sector between the bore and the inscribed circle, against pi (r^2 - bore^2)
+    cap = np.abs(np.abs(p[:, 2]) - 0.25) < 1e-12
+    r = np.hypot(p[cap, 0], p[cap, 1])
+    apo = 0.8 * math.cos(math.pi / 6)
+    inner = r[r < apo]
+    assert ks_stat(inner, lambda x: (x**2 - 0.09) / (apo**2 - 0.09)) < 2.0 / math.sqrt(
+        len(inner))
+    assert (np.hypot(p[:, 0], p[:, 1]) >= 0.3 - 1e-12).all()
+    # the bore's normals point into the hole (towards the axis), every other face outward
+    bore = np.abs(np.hypot(p[:, 0], p[:, 1]) - 0.3) < 1e-9
+    assert ((n[bore, :2] * p[bore, :2]).sum(1) < 0).all()
+
+
+def test_cube_is_a_box_with_equal_sides():
+    c = S.Cube(0.6)
+    p, n, _ = c.sample(rng(), N)
+    assert np.allclose(np.abs(p).max(1), 0.6)
+    axis = np.abs(p).argmax(1)
+    assert np.array_equal(n, np.eye(3)[axis] * np.sign(p[np.arange(len(p)), axis])[:, None])
+    counts = np.bincount(axis * 2 + (p[np.arange(len(p)), axis] < 0), minlength=6)
+    se = math.sqrt(N * (1 / 6) * (5 / 6))
+    assert np.abs(counts - N / 6).max() < 4 * se
+
+
+def test_slotted_box_faces_normals_and_area():
+    w, d, h, s, t = 1.2, 0.8, 0.5, 0.4, 0.3
+    x, y = w / 2, d / 2
+    faces = []
+
+    def plane(axis, value, lo, hi, nrm, area, name):
+        """Face ``p[axis] == value`` within the box ``lo <= p <= hi`` (other axes)."""
+
+        def on(p):
+            ok = np.abs(p[:, axis] - value) < 1e-12
+            for ax in range(3):
+                if ax != axis:
+                    ok &= (p[:, ax] >= lo[ax] - 1e-12) & (p[:, ax] <= hi[ax] + 1e-12)
+            return ok
+
+        faces.append((name, area, on, lambda p: np.tile(nrm, (len(p), 1))))
+
+    big = [-x, -y, -h / 2], [x, y, h / 2]
+    plane(0, x, *big, [1.0, 0, 0], d * h, "+x")
+    plane(0, -x, *big, [-1.0, 0, 0], d * h, "-x")
+    plane(1, -y, *big, [0, -1.0, 0], w * h, "-y")
+    plane(1, y, [-x, 0, -h / 2], [-s / 2, y, h / 2], [0, 1.0, 0], (w - s) / 2 * h, "+y left")
+    plane(1, y, [s / 2, 0, -h / 2], [x, y, h / 2], [0, 1.0, 0], (w - s) / 2 * h, "+y right")
+    plane(1, y - t, [-s / 2, 0, -h / 2], [s / 2, y, h / 2], [0, 1.0, 0], s * h, "slot floor")
+    plane(0, s / 2, [0, y - t, -h / 2], [x, y, h / 2], [-1.0, 0, 0], t * h, "slot wall +")
+    plane(0, -s / 2, [-x, y - t, -h / 2], [0, y, h / 2], [1.0, 0, 0], t * h, "slot wall -")
+    cap = w * d - s * t
+    for sg in (1.0, -1.0):
+        def on_cap(p, sg=sg):
+            in_slot = (np.abs(p[:, 0]) < s / 2) & (p[:, 1] > y - t)
+            return (np.abs(p[:, 2] - sg * h / 2) < 1e-12) & ~in_slot
+
+        faces.append((f"cap{sg:+.0f}", cap, on_cap,
+                      lambda p, sg=sg: np.tile([0.0, 0.0, sg], (len(p), 1))))
+    p, n, _ = S.SlottedBox(w, d, h, s, t).sample(rng(1), N)
+    _check_faces(p, n, faces)
+
+
+def test_cad_shapes_reject_bad_parameters():
+    with pytest.raises(ValueError, match="bore"):
+        S.HexPrism(0.8, 0.5, 0.8)
+    with pytest.raises(ValueError, match="slotted_box"):
+        S.SlottedBox(1.0, 1.0, 1.0, 1.5, 0.5)
+    with pytest.raises(ValueError, match="prism"):
+        S.Prism([(0, 0), (1, 0)], 1.0)

@@ -333,3 +333,41 @@ def test_seeded_clouds_are_pinned(tmp_path):
         torch.testing.assert_close(d.pose_rotation[0], torch.tensor(rot), rtol=0, atol=1e-6)
         torch.testing.assert_close(d.pos[:2], torch.tensor(pos), rtol=0, atol=1e-6)
         torch.testing.assert_close(d.normal[0], torch.tensor(normal), rtol=0, atol=1e-6)
+
+
+def test_cad_shapes_on_request_only(tmp_path):
+    """CAD shapes are drawn only when named; labels index ALL_SHAPES; noise 0 is exact."""
+    assert SyntheticShapes.SHAPES == SHAPES and "cube" not in SHAPES
+    assert syn.ALL_SHAPES[: len(SHAPES)] == SHAPES
+    assert set(syn.CAD_SHAPES) <= set(syn.ALL_SHAPES)
+    ds = SyntheticShapes(tmp_path, shapes=syn.CAD_SHAPES, num_shapes=8, num_points=512,
+                         noise=0.0)
+    assert ds.num_classes == len(syn.ALL_SHAPES)
+    assert SyntheticShapes(tmp_path, **SMALL).num_classes == len(SHAPES)
+    names = sorted(syn.ALL_SHAPES[int(d.y)] for d in ds)
+    assert names == sorted(syn.CAD_SHAPES * 2)
+    for d in ds:
+        name = syn.ALL_SHAPES[int(d.y)]
+        # back to the canonical pose: every point on a face, the normal that face's (float32)
+        R, s, t = d.pose_rotation[0].double(), float(d.pose_scale), d.pose_translation.double()
+        p = ((d.pos.double() - t) @ R) / s
+        n = d.normal.double() @ R
+        if name == "cube":
+            a = p.abs().amax(1)
+            assert (a - a.mean()).abs().max() < 1e-5
+            ax = p.abs().argmax(1)
+            ref = torch.eye(3, dtype=torch.float64)[ax] * p.gather(1, ax[:, None]).sign()
+            assert (n - ref).abs().max() < 1e-5
+        else:
+            flat = n[:, 2].abs() > 0.5  # caps: normal +-z, points on the cap planes
+            z = p[flat, 2].abs()
+            assert (z - z.mean()).abs().max() < 1e-5
+            assert (n[flat, 2].abs() - 1).abs().max() < 1e-5
+            assert n[~flat, 2].abs().max() < 1e-5  # sides: horizontal normals
+
+
+def test_cad_shape_clouds_are_deterministic_and_noise_free():
+    for name in syn.CAD_SHAPES:
+        a = syn.generate_cloud(name, np.random.SeedSequence([5, 1]), num_points=300)
+        b = syn.generate_cloud(name, np.random.SeedSequence([5, 1]), num_points=300)
+        assert np.array_equal(a["pos"], b["pos"]) and np.array_equal(a["normal"], b["normal"])

@@ -219,10 +219,8 @@ def _log(msg: str) -> None:
 def _evaluate_once(
     model: torch.nn.Module, cfg: Config, test_set: Dataset, device: torch.device
 ) -> SeedRun:
-    ev = evaluate(
-        model.to(device), test_set, batch_size=cfg.batch_size, eval_seed=cfg.eval_seed,
-        device=device,
-    )
+    ev = evaluate(model.to(device), test_set, batch_size=cfg.batch_size,
+                  eval_seed=cfg.eval_seed, device=device)
     return SeedRun(None, parameters=0, train_time_s=0.0, metrics=ev["metrics"])
 
 
@@ -239,17 +237,9 @@ def _run_seed(
     ckpt_path = osp.join(run_out, CHECKPOINT_NAME)
     run = SeedRun(seed)
     try:
-        cfg = Config(
-            **{
-                **base,
-                "arch": row.arch,
-                "flavour": row.flavour,
-                "options": row.options,
-                "seed": seed,
-                "out": run_out,
-                "resume": resume and osp.exists(ckpt_path),
-            }
-        )
+        resume_run = resume and osp.exists(ckpt_path)
+        cfg = Config(**{**base, "arch": row.arch, "flavour": row.flavour, "options": row.options,
+                        "seed": seed, "out": run_out, "resume": resume_run})
         ckpt = load_checkpoint(ckpt_path) if cfg.resume else None
         if ckpt is not None and ckpt.get("final") is not None and ckpt["epoch"] >= cfg.epochs:
             check_model_identity(ckpt, cfg.model_identity(), ckpt_path)
@@ -289,15 +279,8 @@ def _aggregate_row(row: AblationRow) -> None:
 
 
 # =============================================================================== output
-COLUMNS = (
-    "model",
-    "parameters",
-    "seeds",
-    "training time (mean)",
-    "unoriented mean, as given",
-    "unoriented mean, rotated",
-    "equivariance error (mean)",
-)
+COLUMNS = ("model", "parameters", "seeds", "training time (mean)", "unoriented mean, as given",
+           "unoriented mean, rotated", "equivariance error (mean)")
 
 
 def _pm(agg: dict, digits: int = 2) -> str:
@@ -326,15 +309,8 @@ def render_ablation_table(results: Sequence[AblationRow]) -> str:
                     seeds += f" (failed: seed {', '.join(failed)})"
                 time_cell = fmt_time(a["train_time_s"]["mean"])
             eq = a["equivariance_error"]["mean"]
-            cells = [
-                row.label,
-                f"{row.parameters:,}",
-                seeds,
-                time_cell,
-                _pm(a["given"]),
-                _pm(a["rotated"]),
-                "" if eq is None else f"{eq:.2g}",
-            ]
+            cells = [row.label, f"{row.parameters:,}", seeds, time_cell, _pm(a["given"]),
+                     _pm(a["rotated"]), "" if eq is None else f"{eq:.2g}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -498,12 +474,9 @@ def fmt_time(seconds: float | None) -> str:
 def machine_info() -> dict:
     """Platform, processor, threads and versions (stored with the results)."""
     info = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": str(torch.__version__),
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(), "torch": str(torch.__version__),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     try:

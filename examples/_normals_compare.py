@@ -158,11 +158,13 @@ PRESETS = {
         "options": {"pca": {"k": 16}, "pointnet2": {}, "tp": {}},
         "rows": ROWS,
     },
-    # 22 trained rows x 3 seeds; estimated from one-epoch timings per model (see
-    # docs/results.md): about 40-50 minutes on 2 idle cores. The quick preset's data, 5 epochs
-    # (160 steps), evaluated after the last one only.
+    # 22 trained rows x 3 seeds = 66 runs on the quick preset's data, 5 epochs (160 steps),
+    # evaluated after the last one only. Estimated 35-45 minutes on 2 idle cores: one epoch of
+    # every model timed single-threaded (CPU time, 64 clouds), scaled by the PCA-frame
+    # PointNet++'s measured 2-thread epoch in the quick preset (2.5-3.2 s); DGCNN costs ~3x
+    # PointNet++ per epoch, so the DGCNN rows take ~3/4 of the time.
     "ablation": {
-        "description": "message types, frame refinement and controls over 3 seeds; 40-50 min",
+        "description": "message types, frame refinement and controls, 3 seeds; 35-45 minutes",
         "config": dict(_QUICK_DATA, epochs=5, eval_every=5),
         "options": {"pca": {"k": 16}},
         "rows": ABLATION_ROWS,

@@ -1,0 +1,211 @@
+"""The fused frame change (``tensorframes.reps._fused``) against the plain reference path.
+
+Reference: gather ``x[src]``, relative frames ``R_i R_j^T``, ``Reps.transform`` (float64,
+reflections included). Values and gradients for ``x`` and for both frame sets, gradcheck on a
+small case, empty edge sets, float32, the dispatch rule and the saved-activation bound.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tensorframes.reps import Irreps, TensorReps
+from tensorframes.reps._fused import (
+    _FrameChange,
+    frame_change,
+    frame_change_reference,
+    supports_fused,
+)
+from tensorframes.testing import random_orthogonal
+
+IRREPS = ["16x0e+8x1o+4x2e", "3x0o+2x1e+1x2o+2x0e+1x1o", "1x2e+2x3o+1x4e+1x0o", "2x1y+1x3y"]
+TENSORREPS = ["4x0n+3x1n+2x2n", "2x0p+2x1p+1x2p+1x0n", "1x2n+1x1n"]
+
+
+def _reps(spec: str, d: int = 3):
+    return Irreps(spec) if spec[-1] in "eoy" else TensorReps(spec, spatial_dim=d)
+
+
+def _case(reps, n_src=13, n_dst=9, E=57, dtype=torch.float64, seed=0, d=3):
+    g = torch.Generator().manual_seed(seed)
+    R_src = random_orthogonal(n_src, d, generator=g, dtype=dtype)
+    R_dst = random_orthogonal(n_dst, d, generator=g, dtype=dtype)
+    # both rotations and reflections occur (the parity / det paths): flip one axis where needed
+    for R in (R_src, R_dst):
+        for i, want in ((0, -1.0), (1, 1.0)):
+            if torch.linalg.det(R[i]) * want < 0:
+                R[i, 0] = -R[i, 0]
+    assert (torch.linalg.det(R_src) < 0).any() and (torch.linalg.det(R_src) > 0).any()
+    x = torch.randn(n_src, reps.dim, generator=g, dtype=dtype)
+    src = torch.randint(0, n_src, (E,), generator=g)
+    dst = torch.randint(0, n_dst, (E,), generator=g)
+    return x, R_src, R_dst, src, dst
+
+
+def _grads(fn, reps, x, R_src, R_dst, src, dst, w):
+    leaves = [t.detach().clone().requires_grad_() for t in (x, R_src, R_dst)]
+    y = fn(reps, leaves[0], src, R_src=leaves[1], R_dst=leaves[2], dst=dst)
+    (y * w).sum().backward()
+    return y.detach(), [t.grad for t in leaves]
+
+
+@pytest.mark.parametrize("chunk", [5, None])
+@pytest.mark.parametrize("spec", IRREPS + TENSORREPS)
+def test_fused_matches_reference_values_and_gradients(spec, chunk):
+    reps = _reps(spec)
+    assert supports_fused(reps)
+    x, R_src, R_dst, src, dst = _case(reps)
+    w = torch.randn(src.shape[0], reps.dim, generator=torch.Generator().manual_seed(1),
+                    dtype=torch.float64)
+    y_ref, g_ref = _grads(frame_change_reference, reps, x, R_src, R_dst, src, dst, w)
+
+    def fused(*args, **kw):
+        y = frame_change(*args, **kw, chunk=chunk)
+        assert y.grad_fn is not None and "_FrameChange" in type(y.grad_fn).__name__
+        return y
+
+    y, g = _grads(fused, reps, x, R_src, R_dst, src, dst, w)
+    torch.testing.assert_close(y, y_ref, atol=1e-12, rtol=0)
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a, b, atol=1e-11, rtol=0)
+
+
+@pytest.mark.parametrize("spec", ["1x0o+2x1o+1x2e", "1x0p+1x1n+1x2p"])
+def test_fused_gradcheck(spec):
+    reps = _reps(spec)
+    x, R_src, R_dst, src, dst = _case(reps, n_src=4, n_dst=3, E=7)
+    inputs = [t.clone().requires_grad_() for t in (x, R_src, R_dst)]
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: frame_change(reps, a, src, R_src=b, R_dst=c, dst=dst, chunk=3),
+        inputs)
+
+
+@pytest.mark.parametrize("spec", ["16x0e+8x1o+4x2e", "2x0p+1x1n+1x2n"])
+def test_fused_with_given_relative_frames(spec):
+    reps = _reps(spec)
+    x, R_src, R_dst, src, dst = _case(reps)
+    rel = (R_dst[dst] @ R_src[src].transpose(-1, -2)).requires_grad_()
+    xr = x.clone().requires_grad_()
+    y = frame_change(reps, xr, src, rel=rel, chunk=6)
+    w = torch.randn_like(y)
+    gx, grel = torch.autograd.grad((y * w).sum(), [xr, rel])
+    rel2 = rel.detach().clone().requires_grad_()
+    xr2 = x.clone().requires_grad_()
+    y2 = frame_change_reference(reps, xr2, src, rel=rel2)
+    gx2, grel2 = torch.autograd.grad((y2 * w).sum(), [xr2, rel2])
+    torch.testing.assert_close(y, y2, atol=1e-12, rtol=0)
+    torch.testing.assert_close(gx, gx2, atol=1e-11, rtol=0)
+    torch.testing.assert_close(grel, grel2, atol=1e-11, rtol=0)
+
+
+def test_fused_float32_and_same_frames_default():
+    reps = Irreps("16x0e+8x1o+4x2e")
+    x, R, _, src, dst = _case(reps, n_dst=13, dtype=torch.float64)
+    y64 = frame_change_reference(reps, x, src, R_src=R, dst=dst)
+    y32 = frame_change(reps, x.float(), src, R_src=R.float(), dst=dst)  # R_dst defaults to R_src
+    assert y32.dtype == torch.float32
+    torch.testing.assert_close(y32.double(), y64, atol=1e-5, rtol=0)
+
+
+def test_fused_tensorreps_other_dimension():
+    reps = TensorReps("2x0n+2x1n+1x2p", spatial_dim=2)
+    x, R_src, R_dst, src, dst = _case(reps, d=2)
+    w = torch.randn(src.shape[0], reps.dim, dtype=torch.float64)
+    y_ref, g_ref = _grads(frame_change_reference, reps, x, R_src, R_dst, src, dst, w)
+    y, g = _grads(frame_change, reps, x, R_src, R_dst, src, dst, w)
+    torch.testing.assert_close(y, y_ref, atol=1e-12, rtol=0)
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a, b, atol=1e-11, rtol=0)
+
+
+@pytest.mark.parametrize("spec", ["16x0e+8x1o+4x2e", "4x0n+2x1n+1x2p"])
+def test_fused_empty_edge_set(spec):
+    reps = _reps(spec)
+    x, R_src, R_dst, _, _ = _case(reps)
+    empty = torch.zeros(0, dtype=torch.long)
+    xr = x.clone().requires_grad_()
+    Rr = R_src.clone().requires_grad_()
+    y = frame_change(reps, xr, empty, R_src=Rr, R_dst=R_dst, dst=empty)
+    assert y.shape == (0, reps.dim)
+    y.sum().backward()
+    assert torch.equal(xr.grad, torch.zeros_like(x))
+    assert torch.equal(Rr.grad, torch.zeros_like(R_src))
+
+
+def test_dispatch_rule():
+    assert supports_fused(Irreps("1x0e+1x5o"))  # every degree
+    assert supports_fused(TensorReps("1x2p+3x0n"))
+    assert not supports_fused(TensorReps("1x3n"))  # orders >= 3 fall back
+    reps = TensorReps("2x1n+1x3n")
+    x, R_src, R_dst, src, dst = _case(reps)
+    y = frame_change(reps, x.requires_grad_(), src, R_src=R_src, R_dst=R_dst, dst=dst)
+    assert "_FrameChange" not in type(y.grad_fn).__name__  # the reference path
+    torch.testing.assert_close(
+        y, frame_change_reference(reps, x, src, R_src=R_src, R_dst=R_dst, dst=dst))
+    with pytest.raises(ValueError, match="does not support"):
+        frame_change(reps, x, src, R_src=R_src, R_dst=R_dst, dst=dst, fused=True)
+    y = frame_change(Irreps("1x1o"), torch.randn(13, 3, dtype=torch.float64), src,
+                     R_src=R_src, R_dst=R_dst, dst=dst, fused=False)
+    assert y.grad_fn is None  # the reference, no autograd function
+
+
+def _saved_bytes(fn) -> int:
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total
+
+
+@pytest.mark.parametrize("spec", ["16x0e+8x1o+4x2e", "16x0n+8x1n+4x2n"])
+def test_saved_activations_at_most_the_input(spec):
+    reps = _reps(spec)
+    x, R_src, R_dst, src, dst = _case(reps, n_src=50, n_dst=40, E=2000, dtype=torch.float32)
+    x.requires_grad_()
+    R_src.requires_grad_()
+    inputs = sum(t.numel() * t.element_size() for t in (x, R_src, R_dst, src, dst))
+    fused = _saved_bytes(lambda: frame_change(reps, x, src, R_src=R_src, R_dst=R_dst, dst=dst))
+    ref = _saved_bytes(lambda: frame_change_reference(reps, x, src, R_src=R_src, R_dst=R_dst,
+                                                      dst=dst))
+    assert fused <= inputs
+    assert ref > 2 * inputs  # the reference keeps per-edge activations (the test can fail)
+
+
+def test_double_backward_is_refused_on_the_fused_path():
+    reps = Irreps("1x1o+1x2e")
+    x, R_src, R_dst, src, dst = _case(reps)
+    xr = x.clone().requires_grad_()
+    y = frame_change(reps, xr, src, R_src=R_src, R_dst=R_dst, dst=dst)
+    (g,) = torch.autograd.grad(y.pow(2).sum(), xr, create_graph=True)
+    with pytest.raises(RuntimeError):
+        g.sum().backward()
+
+
+def test_bad_input():
+    reps = Irreps("1x1o")
+    x, R_src, R_dst, src, dst = _case(reps)
+    with pytest.raises(ValueError, match=r"shape \(N, 3\)"):
+        frame_change(reps, x[:, :2], src, R_src=R_src, dst=dst)
+    with pytest.raises(TypeError, match="share a dtype"):
+        frame_change(reps, x.float(), src, R_src=R_src, R_dst=R_dst, dst=dst)
+    with pytest.raises(ValueError, match="R_src has 12 frames"):
+        frame_change(reps, x, src, R_src=R_src[:12], R_dst=R_dst, dst=dst)
+    with pytest.raises(ValueError, match="same length"):
+        frame_change(reps, x, src, R_src=R_src, R_dst=R_dst, dst=dst[:3])
+    with pytest.raises(ValueError, match="either rel"):
+        frame_change(reps, x, src, R_src=R_src, rel=R_src)
+    with pytest.raises(ValueError, match="needs R_src"):
+        frame_change(reps, x, src)
+    with pytest.raises(ValueError, match="int64 index"):
+        frame_change(reps, x, src.double(), R_src=R_src, R_dst=R_dst, dst=dst)
+    with pytest.raises(ValueError, match="chunk"):
+        frame_change(reps, x, src, R_src=R_src, R_dst=R_dst, dst=dst, chunk=0)
+    with pytest.raises(TypeError, match="Reps"):
+        frame_change("1x1o", x, src, R_src=R_src, R_dst=R_dst, dst=dst)
+    assert issubclass(_FrameChange, torch.autograd.Function)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import os.path as osp
 import re
+import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -363,12 +364,15 @@ def _read_ply(path: str, need_faces: bool) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _ply_ascii(path: str, body: bytes, elements: list[_PlyElement], header_lines: int
-               ) -> dict[str, dict[str, list[Any]]]:
+               ) -> dict[str, dict[str, Any]]:
     try:
-        lines = body.decode("ascii").splitlines()
+        text = body.decode("ascii")
     except UnicodeDecodeError:
         raise ValueError(f"{path}: ASCII PLY body is not ASCII") from None
-    rows = [(i + header_lines + 1, ln.split()) for i, ln in enumerate(lines) if ln.strip()]
+    lines = text.splitlines()
+    del text
+    # 0-based indices of the non-blank lines; tokens are split per element, on demand
+    rows = [i for i, ln in enumerate(lines) if ln and not ln.isspace()]
     out, pos = {}, 0
     for name, count, props in elements:
         if pos + count > len(rows):
@@ -376,8 +380,16 @@ def _ply_ascii(path: str, body: bytes, elements: list[_PlyElement], header_lines
                 f"{path}: truncated: element {name!r} announces {count} lines, "
                 f"found {len(rows) - pos}"
             )
+        chunk = rows[pos : pos + count]
+        if count and all(c is None for _, _, c in props):  # fast path: scalar properties only
+            arr = _ascii_table(lines, chunk, len(props))
+            if arr is not None:
+                out[name] = {p[0]: arr[:, j] for j, p in enumerate(props)}
+                pos += count
+                continue
         vals = {p[0]: [] for p in props}
-        for ln_no, tok in rows[pos : pos + count]:
+        for i in chunk:
+            tok = lines[i].split()
             t = 0
             try:
                 for pname, _typ, count_typ in props:
@@ -396,11 +408,24 @@ def _ply_ascii(path: str, body: bytes, elements: list[_PlyElement], header_lines
                     raise ValueError
             except (ValueError, IndexError):
                 raise ValueError(
-                    f"{path}, line {ln_no}: malformed {name!r} entry {' '.join(tok)!r}"
+                    f"{path}, line {i + header_lines + 1}: malformed {name!r} entry "
+                    f"{' '.join(tok)!r}"
                 ) from None
         out[name] = vals
         pos += count
     return out
+
+
+def _ascii_table(lines: list[str], chunk: list[int], ncols: int) -> np.ndarray | None:
+    """``numpy.loadtxt`` of the lines ``chunk`` as a ``(len(chunk), ncols)`` float64 table, or
+    ``None`` when they do not all hold ``ncols`` numbers (the caller then names the line)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            arr = np.loadtxt((lines[i] for i in chunk), dtype=np.float64, ndmin=2, comments=None)
+    except (ValueError, UserWarning):
+        return None
+    return arr if arr.shape == (len(chunk), ncols) else None
 
 
 def _ply_binary(path: str, body: bytes, elements: list[_PlyElement], endian: str

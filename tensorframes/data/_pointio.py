@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import os.path as osp
 import tempfile
+import warnings
 from typing import Any
 
 import numpy as np
@@ -123,6 +124,50 @@ def _is_number(token: str) -> bool:
 
 
 def _read_text(path: str) -> np.ndarray:
+    """Fast path: find the first data line (skipping comments and one header line), then
+    ``numpy.loadtxt`` (C parser, little memory). Anything it refuses, and non-finite values,
+    go through :func:`_read_text_checked`, which names the line."""
+    skip, header, sep = 0, None, None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                s = line.strip()
+                if s and not s.startswith(("#", "//")):
+                    tok = s.replace(",", " ").split()
+                    is_header = not any(_is_number(t) for t in tok) or (
+                        len(tok) == 1 and tok[0].isdigit()
+                    )
+                    if header is None and is_header:
+                        header = tok
+                    else:
+                        sep = "," if "," in s else None
+                        break
+                skip += 1
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not a text file ({err})") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # "empty input" and friends: the slow path names it
+            values = np.loadtxt(
+                path,
+                dtype=np.float64,
+                delimiter=sep,
+                comments=("#", "//"),
+                skiprows=skip,
+                ndmin=2,
+                encoding="utf-8",
+            )
+    except (ValueError, UserWarning):
+        return _read_text_checked(path)
+    if values.shape[0] == 0 or values.shape[1] < 3 or not np.isfinite(values[:, :3]).all():
+        return _read_text_checked(path)
+    if header is not None and len(header) == 1 and int(header[0]) != len(values):
+        return _read_text_checked(path)
+    return np.ascontiguousarray(values[:, :3])
+
+
+def _read_text_checked(path: str) -> np.ndarray:
+    """Line-by-line reader with an error naming the line for anything malformed."""
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tensorframes.data import POINT_EXTENSIONS, read_points, write_ply
+from tensorframes.data import POINT_EXTENSIONS, _pointio, read_points, write_ply
 
 RNG = np.random.default_rng(7)
 PTS = RNG.normal(size=(37, 3)) * np.array([3.0, 0.5, 100.0])
@@ -156,6 +156,8 @@ def test_text_formats(tmp_path, ext, sep):
     extra = np.concatenate([PTS, NRM], 1)
     path.write_text("".join(sep.join(repr(float(x)) for x in r) + "\n" for r in extra))
     np.testing.assert_array_equal(read_points(path), PTS)
+    # the fast path (numpy.loadtxt) and the checked line-by-line reader agree
+    np.testing.assert_array_equal(_pointio._read_text_checked(str(path)), PTS)
 
 
 @pytest.mark.parametrize(
@@ -167,6 +169,7 @@ def test_text_headers_and_comments(tmp_path, head):
     body = "".join(" ".join(repr(float(x)) for x in r) + " 1 2 3\n" for r in PTS)
     path.write_text(head + body + "\n# trailing comment\n")
     np.testing.assert_array_equal(read_points(path), PTS)
+    np.testing.assert_array_equal(_pointio._read_text_checked(str(path)), PTS)
 
 
 def test_npy(tmp_path):

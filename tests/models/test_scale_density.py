@@ -120,3 +120,36 @@ def test_tp_each_cloud_of_a_batch_uses_its_own_scales():
         both = model(Batch.from_data_list([Data(pos=a), Data(pos=b * 1e3)]))
         alone = torch.cat([model(Data(pos=a)), model(Data(pos=b))])
     torch.testing.assert_close(both, alone, rtol=1e-9, atol=1e-9 * float(alone.abs().max()))
+
+
+# ------------------------------------------------------------------ the density command
+def test_density_command_on_a_pca_row(tmp_path):
+    """``density`` on a compare folder holding only the PCA row: table, JSON and files."""
+    import argparse
+    import json
+
+    from examples import _normals_density as density
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    config = dict(data="synthetic", root=str(tmp_path / "data"), num_shapes=4, num_test_shapes=2,
+                  num_points=64, noise=0.01, pose="canonical", batch_size=2, eval_seed=1234)
+    rows = [dict(key="pca", label="PCA normal estimate", arch="pca", flavour="pca",
+                 options={"k": 8})]
+    (run_dir / "results.json").write_text(json.dumps({"config": config, "rows": rows}))
+    parser = argparse.ArgumentParser()
+    density.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["density", str(run_dir), "--points", "32,16", "--out",
+                              str(tmp_path / "out"), "--device", "cpu"])
+    assert args.points == [16, 32]
+    assert args.func(args) == 0
+    got = json.loads((tmp_path / "out" / "density.json").read_text())
+    errs = got["rows"][0]["errors"]
+    assert set(errs) == {"16", "32"} and all(0 < v < 90 for v in errs.values())
+    assert errs["32"] < errs["16"]  # PCA with k=8 improves with more points
+    table = (tmp_path / "out" / "density.md").read_text()
+    assert "| model | 16 | 32 |" in table and "| PCA normal estimate | " in table
+    with pytest.raises(SystemExit):
+        parser.parse_args(["density", str(run_dir), "--points", "8,x"])
+    with pytest.raises(FileNotFoundError, match="no checkpoint.pt"):
+        density.find_models(str(tmp_path / "out"))

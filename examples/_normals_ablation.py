@@ -423,7 +423,7 @@ def plot_ablation(results: Sequence[AblationRow], path: str, title: str = "") ->
     n_max = max([sum(r.arch == a for r in results) for a in archs] or [1])
     fig, axes = plt.subplots(
         1, max(len(archs), 1), figsize=(6.5 * max(len(archs), 1), 1.2 + 0.42 * n_max),
-        squeeze=False,
+        squeeze=False, sharex=True,
     )
     for ax, arch in zip(axes[0], archs):
         rows = [r for r in results if r.arch == arch]
@@ -440,7 +440,8 @@ def plot_ablation(results: Sequence[AblationRow], path: str, title: str = "") ->
         ax.set_yticks(ys, labels, fontsize=7)
         ax.invert_yaxis()
         ax.set_xlabel("unoriented mean angular error (degrees), mean ± std over seeds")
-        ax.set_title(f"{arch} ({title})" if title else arch)
+        name = {"pointnet2": "PointNet++", "dgcnn": "DGCNN"}.get(arch, arch)
+        ax.set_title(f"{name} ({title})" if title else name)
         ax.grid(axis="x", alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()

@@ -11,6 +11,7 @@ Run from a checkout (models/ and examples/ are not installed):
     python -m examples.normals predict --checkpoint runs/pn2_pca/checkpoint.pt \\
         --input scans/ --output normals/                                  # normals for your files
     python -m examples.normals compare --preset quick                     # the comparison table
+    python -m examples.normals density runs/compare_quick                 # error vs points/cloud
     torchrun --nproc_per_node 2 -m examples.normals train ...             # data parallel (DDP)
 
 Task: predict the surface normal of every point of a cloud (SyntheticShapes with noise,
@@ -58,6 +59,8 @@ from ._normals_config import (
     check_applicable_flags,
 )
 from ._normals_data import build_datasets, cloud_names
+from ._normals_density import register as register_density
+from ._normals_density import run as run_density
 from ._normals_dist import resolve_device
 from ._normals_eval import evaluate, files_table, flatten_metrics, metrics_table, per_cloud
 from ._normals_io import (
@@ -319,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_flags(c)
 
     register_predict(sub)
+    register_density(sub)
     return parser
 
 
@@ -449,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval": cmd_eval,
         "compare": cmd_compare,
         "predict": run_predict,
+        "density": run_density,
     }
     try:
         return commands[args.command](args)

@@ -836,7 +836,7 @@ def test_help_states_true_defaults_and_full_epilog(tmp_path, data_root, capsys):
     assert json.loads((out / "eval.json").read_text())["data"]["num_points"] == 48
     top = _help(["-h"], capsys)
     assert not any(ln.rstrip().endswith("::") for ln in top.splitlines())
-    for command in ("train", "eval", "predict", "compare", "--split all"):
+    for command in ("train", "eval", "predict", "compare", "density", "--split all"):
         assert command in top.split("options:")[-1]
     assert top.rstrip().endswith("caches are never modified by a failing command.")
 
@@ -889,3 +889,8 @@ def test_out_folder_lock_refuses_a_second_run(tmp_path, data_root, capsys):
         assert main(args) == 2
         assert "is in use by another run" in capsys.readouterr().err
     assert main(args) == 0
+
+
+def test_density_command_is_wired(tmp_path, capsys):
+    assert main(["density", str(tmp_path / "no_run"), "--out", str(tmp_path / "d")]) == 2
+    assert "no_run does not exist" in capsys.readouterr().err

@@ -385,16 +385,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
         overrides = {k: v for k, v in explicit.items() if k not in MODEL_KEYS}
         if overrides.get("data", saved.get("data")) != saved.get("data"):
             # other data than the checkpoint's: its data-specific settings do not carry over
-            saved = {k: v for k, v in saved.items() if k not in DATA_ONLY_FLAGS}
-            saved.pop("root", None)
+            drop = {*DATA_ONLY_FLAGS, "root", "num_shapes", "num_test_shapes"}
+            saved = {k: v for k, v in saved.items() if k not in drop}
         cfg = Config.from_dict({**saved, **overrides})
         out = explicit.get("out") or osp.dirname(osp.abspath(path))
         model = build_model(ckpt["arch"], ckpt["flavour"], ckpt.get("options") or {})
         load_model_state(model, ckpt, path)
         source = f"{path} (epoch {ckpt['epoch']})"
     check_applicable_flags(explicit, cfg.data)
-    if args.split == "all" and explicit.get("test_fraction") is not None:
-        raise ValueError("--test-fraction does not apply with --split all (every mesh is tested)")
+    if args.split == "all":
+        if explicit.get("test_fraction") is not None:
+            raise ValueError(
+                "--test-fraction does not apply with --split all (every mesh is tested)"
+            )
+        if "num_test_shapes" not in explicit:
+            cfg.num_test_shapes = None  # every file, whatever the checkpoint's test size was
     device = resolve_device(cfg.device, 0)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -650,9 +650,10 @@ def test_torchrun_two_processes_keep_parameters_identical(tmp_path):
     # the two ranks drew different augmentations (they train on different shards)
     g0, g1 = (ckpt["rng"][r]["generators"]["augment"] for r in (0, 1))
     assert not torch.equal(g0, g1)
-    # only rank 0 wrote the run's files
+    # only rank 0 wrote the run's files (and holds the --out lock)
     names = sorted(p.name for p in out.iterdir())
     assert names == [
+        ".lock",
         "checkpoint.pt",
         "config.json",
         "final.json",
@@ -894,3 +895,19 @@ def test_out_folder_lock_refuses_a_second_run(tmp_path, data_root, capsys):
 def test_density_command_is_wired(tmp_path, capsys):
     assert main(["density", str(tmp_path / "no_run"), "--out", str(tmp_path / "d")]) == 2
     assert "no_run does not exist" in capsys.readouterr().err
+
+
+def test_eval_split_all_of_a_checkpoint_trained_elsewhere(tmp_path, data_root, capsys):
+    """A checkpoint trained on synthetic data (4 test clouds, 48 points) evaluated on every
+    mesh of a folder: all 5 files, the checkpoint's points per cloud, no synthetic settings."""
+    root = _mesh_folder(tmp_path / "meshes")
+    _write_off(root / "c" / "tet2.off", TET_V * 2, TET_F)
+    _write_off(root / "c" / "tet3.off", TET_V * [1, 2, 3], TET_F)
+    out = tmp_path / "run"
+    assert main(_train_args(data_root, out, epochs=1)) == 0
+    args = ["eval", "--checkpoint", str(out / "checkpoint.pt"), "--data", "meshes"]
+    assert main(args + ["--root", str(root), "--split", "all", "--no-progress"]) == 0
+    ev = json.loads((out / "eval.json").read_text())
+    assert ev["num_clouds"] == 5 and len(ev["files"]) == 5
+    assert ev["data"]["num_points"] == 48 and ev["data"]["num_test_shapes"] is None
+    assert "noise" not in ev["data"] and ev["data"]["root"] == str(root)

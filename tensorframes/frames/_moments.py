@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 
 from .._checks import check_weights
-from ..graph import knn
 from ._eigh3 import eigh3_packed, eigh3_packed_differentiable
 from ._scaling import ldexp
 
@@ -262,10 +261,8 @@ def _pca_general(pos, ei, weight, center, unit_exp=0):
 #: Relative floor of every sign test of :func:`tie_break` (see :func:`~tensorframes.frames.pca`).
 SIGN_TOL = 1e-5
 #: Names of the sign rules, indexed by ``PCAInfo.sign_rule``.
-SIGN_RULES = ("third_moment", "first_moment", "wide_third_moment", "wide_first_moment",
+SIGN_RULES = ("third_moment", "first_moment", "two_hop_third_moment", "two_hop_first_moment",
               "cloud_third_moment", "cloud_first_moment", "fallback")
-#: Wider neighbourhood of rules 2-3: this many times the neighbourhood's size.
-WIDE_FACTOR = 4
 #: Points per chunk when accumulating the clouds' moment tensors.
 _CLOUD_CHUNK = 1 << 16
 
@@ -301,24 +298,31 @@ def _sums(values: torch.Tensor, index: torch.Tensor, m: int) -> torch.Tensor:
     return values.new_zeros((m,) + values.shape[1:]).index_add_(0, index, values)
 
 
-def _decide(sign, rule, und, x, cnt, rho, order, tau_rad, code):
-    """Where ``und`` and ``|x| > tau * cnt * rho**order``: take ``sign(x)``, rule ``code``."""
+def _decide(sign, rule, und, x, cnt, rho, order, tau_rad, code, slack=None):
+    """Where ``und`` and ``|x| > tau * cnt * rho**order (+ slack)``: take ``sign(x)``, rule
+    ``code``."""
     tau = sign_threshold(rho, tau_rad)[:, None]
-    ok = und & (x.abs() > tau * (cnt * rho ** order)[:, None])
+    bound = tau * (cnt * rho ** order)[:, None]
+    if slack is not None:
+        bound = bound + slack[:, None]
+    ok = und & (x.abs() > bound)
     sign = torch.where(ok, torch.sign(x), sign)
     rule = torch.where(ok, torch.full_like(rule, code), rule)
     return sign, rule, und & ~ok
 
 
 def tie_break(pos: torch.Tensor, R: torch.Tensor, s3: torch.Tensor, tau0: torch.Tensor,
-              ei: torch.Tensor, batch: torch.Tensor | None, k_wide: int,
-              backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              ei: torch.Tensor, batch: torch.Tensor | None,
+              tie_dist: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Equivariant sign tie-break of :func:`~tensorframes.frames.pca` (no gradient).
 
     ``pos`` ``(N, d)`` (working units), ``R`` ``(N, d, d)`` the frames after the third-moment
     rule, ``s3`` ``(N, d)`` its strengths, ``tau0`` ``(N,)`` their thresholds, ``ei`` the
-    neighbourhood graph. Returns ``(flip, rule)``: ``(N, d)`` factors +-1 for the rows of
-    ``R`` and the index in :data:`SIGN_RULES` of the rule that decided each axis."""
+    neighbourhood graph, ``tie_dist`` ``(N,)`` the k-th neighbour's distance where the
+    neighbourhood has a k-NN tie, else 0 (or None): a two-hop moment must exceed its
+    threshold by the most that swapping the tied points can change it. Returns
+    ``(flip, rule)``: ``(N, d)`` factors +-1 for the rows of ``R`` and the index in
+    :data:`SIGN_RULES` of the rule that decided each axis."""
     pos = pos.detach()
     R = R.detach()
     n, dim = pos.shape
@@ -346,23 +350,14 @@ def tie_break(pos: torch.Tensor, R: torch.Tensor, s3: torch.Tensor, tau0: torch.
     cnt = _sums(torch.ones_like(d[:, 0]), li, m)
     rho = (_sums((d * d).sum(1), li, m) / cnt.clamp_min(1)).sqrt()
     sign, rl, und = _decide(sign, rl, und, _sums(proj, li, m), cnt, rho, 1, radn, 1)
-    # rules 2-3: third, then first moment of the k_wide nearest points
+    # rules 2-3: third, then first moment of the two-hop neighbourhood (multiset)
     if bool(und.any()):
         sub = und.any(1).nonzero().flatten()
-        q = nodes.index_select(0, sub)
-        bq = None if batch is None else batch.index_select(0, q)
-        pair = knn(pos, pos.index_select(0, q), k_wide, batch, bq, backend=backend)
-        qi, xj = pair[0], pair[1]
-        d = pos.index_select(0, xj) - pos.index_select(0, q).index_select(0, qi)
-        proj = torch.einsum("eab,eb->ea", Rn.index_select(0, sub).index_select(0, qi), d)
-        ms_ = sub.numel()
-        cnt = _sums(torch.ones_like(d[:, 0]), qi, ms_)
-        rho = (_sums((d * d).sum(1), qi, ms_) / cnt.clamp_min(1)).sqrt()
-        m3 = _sums(proj ** 3, qi, ms_)
-        m1 = _sums(proj, qi, ms_)
+        m3, m1, cnt, rho, slack3, slack1 = _two_hop(pos, ei, nodes.index_select(0, sub),
+                                                    Rn.index_select(0, sub), tie_dist)
         s_, r_, u_ = sign[sub], rl[sub], und[sub]
-        s_, r_, u_ = _decide(s_, r_, u_, m3, cnt, rho, 3, radn[sub], 2)
-        s_, r_, u_ = _decide(s_, r_, u_, m1, cnt, rho, 1, radn[sub], 3)
+        s_, r_, u_ = _decide(s_, r_, u_, m3, cnt, rho, 3, radn[sub], 2, slack3)
+        s_, r_, u_ = _decide(s_, r_, u_, m1, cnt, rho, 1, radn[sub], 3, slack1)
         sign[sub], rl[sub], und[sub] = s_, r_, u_
     # rules 4-5: third, then first moment of the whole cloud about the node
     if bool(und.any()):
@@ -374,8 +369,7 @@ def tie_break(pos: torch.Tensor, R: torch.Tensor, s3: torch.Tensor, tau0: torch.
         S1, S2, S3 = _cloud_tensors(pos, cid, cen, c)
         a = torch.einsum("sab,sb->sa", e, cen.index_select(0, c) - pos.index_select(0, q))
         e1 = torch.einsum("sab,sb->sa", e, S1)
-        e2 = torch.einsum("sab,sbc,sac->sa", e, S2, e)
-        e3 = torch.einsum("sab,sbcd,sac,sad->sa", e, S3, e, e)
+        e2, e3 = _contract(e, S2, S3)
         N = ccnt.index_select(0, c)[:, None]
         m3 = e3 + 3 * a * e2 + 3 * a * a * e1 + N * a ** 3
         m1 = e1 + N * a
@@ -397,6 +391,89 @@ def tie_break(pos: torch.Tensor, R: torch.Tensor, s3: torch.Tensor, tau0: torch.
     flip[nodes] = torch.where(need_ax[nodes], sign, torch.ones_like(sign))
     rule[nodes] = torch.where(need_ax[nodes], rl, torch.zeros_like(rl))
     return flip, rule
+
+
+def _contract(E: torch.Tensor, S2: torch.Tensor, S3: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``S2[e, e]`` and ``S3[e, e, e]`` for every row ``e`` of ``E`` ``(s, d, d)`` (``S2``,
+    ``S3`` flattened or not: ``(s, d*d)``, ``(s, d**3)``)."""
+    s, dim = E.shape[0], E.shape[-1]
+    Et = E.transpose(1, 2)  # (s, d, axes)
+    y2 = torch.bmm(S2.reshape(s, dim, dim), Et)  # (s, d, axes)
+    e2 = (y2 * Et).sum(1)
+    y3 = torch.bmm(S3.reshape(s, dim * dim, dim), Et).view(s, dim, dim, dim)  # (s, b, c, a)
+    y3 = (y3 * Et[:, None, :, :]).sum(2)  # (s, b, a)
+    return e2, (y3 * Et).sum(1)
+
+
+def _two_hop(pos, ei, q, e, tie_dist):
+    """Third and first moments along the axes ``e`` ``(s, d, d)`` of the nodes ``q`` over
+    their two-hop multisets (each neighbour ``j`` and ``j``'s neighbours, offsets from the
+    node), from per-neighbour moment tensors: no second search. Returns
+    ``(m3, m1, count, rms, slack3, slack1)``, the slacks bounding how much the k-NN ties of
+    the neighbours can change ``m3`` / ``m1`` (two points of reach ``|b| + tie_dist``)."""
+    n, dim = pos.shape
+    s = q.numel()
+    loc = torch.full((n,), -1, dtype=torch.long, device=pos.device)
+    loc[q] = torch.arange(s, device=pos.device)
+    li = loc.index_select(0, ei[1])
+    keep = li >= 0
+    li, jj = li[keep], ei[0][keep]  # first hop: node q[li] <- neighbour jj
+    want = torch.zeros(n, dtype=torch.bool, device=pos.device)
+    want[jj] = True
+    wj = want.nonzero().flatten()
+    wl = torch.full((n,), -1, dtype=torch.long, device=pos.device)
+    wl[wj] = torch.arange(wj.numel(), device=pos.device)
+    nw = wj.numel()
+    # moment tensors of each wanted neighbour's own neighbourhood, about that neighbour
+    cnt = pos.new_zeros(nw)
+    S1, S2, S3 = pos.new_zeros(nw, dim), pos.new_zeros(nw, dim * dim), pos.new_zeros(
+        nw, dim ** 3)
+    tgt = wl.index_select(0, ei[1])
+    sel = (tgt >= 0).nonzero().flatten()
+    for lo in range(0, sel.numel(), _CLOUD_CHUNK):
+        ed = sel[lo: lo + _CLOUD_CHUNK]
+        t = tgt.index_select(0, ed)
+        u = pos.index_select(0, ei[0].index_select(0, ed)) - pos.index_select(
+            0, ei[1].index_select(0, ed))
+        uu = u[:, :, None] * u[:, None, :]
+        cnt.index_add_(0, t, torch.ones_like(u[:, 0]))
+        S1.index_add_(0, t, u)
+        S2.index_add_(0, t, uu.reshape(-1, dim * dim))
+        S3.index_add_(0, t, (uu[:, :, :, None] * u[:, None, None, :]).reshape(-1, dim ** 3))
+    # per node: sum over its neighbours j of the moment tensors of {j} + N(j) about the node
+    # (offsets b + u, b = p_j - p_i); contracted with the node's axes once at the end
+    T1, T2, T3 = pos.new_zeros(s, dim), pos.new_zeros(s, dim * dim), pos.new_zeros(
+        s, dim ** 3)
+    tot = pos.new_zeros(s)
+    for lo in range(0, li.numel(), _CLOUD_CHUNK):
+        a, j = li[lo: lo + _CLOUD_CHUNK], jj[lo: lo + _CLOUD_CHUNK]
+        w = wl.index_select(0, j)
+        b = pos.index_select(0, j) - pos.index_select(0, q.index_select(0, a))
+        c = cnt.index_select(0, w)[:, None] + 1
+        s1, s2 = S1.index_select(0, w), S2.index_select(0, w).view(-1, dim, dim)
+        bb = b[:, :, None] * b[:, None, :]
+        x2 = s2 + 2 * b[:, :, None] * s1[:, None, :] + c[:, :, None] * bb
+        x3 = (S3.index_select(0, w).view(-1, dim, dim, dim)
+              + 3 * b[:, :, None, None] * s2[:, None]
+              + 3 * bb[:, :, :, None] * s1[:, None, None, :]
+              + c[:, :, None, None] * bb[:, :, :, None] * b[:, None, None, :])
+        T1.index_add_(0, a, s1 + c * b)
+        T2.index_add_(0, a, x2.reshape(-1, dim * dim))
+        T3.index_add_(0, a, x3.reshape(-1, dim ** 3))
+        tot.index_add_(0, a, c[:, 0])
+    m1 = torch.einsum("sab,sb->sa", e, T1)
+    m3 = _contract(e, T2, T3)[1]
+    sq = T2.view(s, dim, dim).diagonal(dim1=1, dim2=2).sum(1)
+    rho = (sq / tot.clamp_min(1)).clamp_min(0).sqrt()
+    slack3 = slack1 = None
+    if tie_dist is not None:
+        reach = (pos.index_select(0, jj) - pos.index_select(0, q.index_select(0, li))).norm(
+            dim=1) + tie_dist.index_select(0, jj)
+        reach = torch.where(tie_dist.index_select(0, jj) > 0, reach, torch.zeros_like(reach))
+        slack3 = pos.new_zeros(s).index_add_(0, li, 2 * reach ** 3)
+        slack1 = pos.new_zeros(s).index_add_(0, li, 2 * reach)
+    return m3, m1, tot, rho, slack3, slack1
 
 
 def _cloud_tensors(pos, cid, cen, c):

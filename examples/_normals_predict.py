@@ -1,11 +1,12 @@
 """``python -m examples.normals predict``: normals for a user's own point clouds and meshes.
 
-Reads every input file (``.ply`` with or without faces, ``.off``, ``.xyz`` / ``.txt`` /
-``.pts``, ``.npy``; see :func:`tensorframes.data.read_points`), or every such file under an
-input folder (recursively, sorted; hidden files and the output folder skipped), predicts a unit
-normal per point and writes ``<output>/<input stem>.ply``: the points as read (float32) with
-``nx ny nz`` (``binary_little_endian``, or ``--ascii``). A mesh gives its vertices, or with
-``--sample N`` ``N`` points drawn area-uniformly from its faces (seeded by ``--seed``).
+Reads every input file (``.ply`` with or without faces, ``.off``, ``.obj``, ``.stl``,
+``.xyz`` / ``.txt`` / ``.pts``, ``.npy``; see :func:`tensorframes.data.read_points`), or every
+such file under an input folder (recursively, sorted; hidden files and the output folder
+skipped), predicts a unit normal per point and writes ``<output>/<input stem>.ply``: the
+points as read (float32) with ``nx ny nz`` (``binary_little_endian``, or ``--ascii``). A mesh
+gives its vertices, or with ``--sample N`` ``N`` points drawn area-uniformly from its faces
+(seeded by ``--seed``).
 
 The model is a checkpoint of ``train`` / ``compare`` (``--checkpoint``, read by
 :func:`models.load`; the architecture comes from the checkpoint) or the parameter-free PCA
@@ -49,12 +50,13 @@ Predict a unit normal for every point of your own files and write <output>/<inpu
 (the points as read, float32, with nx ny nz; binary little-endian PLY, or --ascii).
 
 Inputs: .ply (ascii or binary, with or without faces; other vertex properties are ignored),
-.off, .xyz / .txt / .pts (whitespace or comma separated, 3 or more columns, first three used;
-'#' and '//' comment lines and one header line allowed), .npy (N, >=3); or folders of them
-(recursively; the output folder is skipped). A mesh gives its vertices, or with --sample N
-N points drawn area-uniformly from its faces. Each cloud is centred and scaled to unit radius
-first, so any units and placement work; clouds above --tile-points points are predicted in
-spatial tiles with a halo (bounded memory). The sign of a normal carries no meaning.
+.off (also COFF / NOFF), .obj, .stl (binary or ASCII), .xyz / .txt / .pts (whitespace or comma
+separated, 3 or more columns, first three used; '#' and '//' comment lines and one header line
+allowed), .npy (N, >=3); or folders of them (recursively; the output folder is skipped).
+A mesh gives its vertices, or with --sample N N points drawn area-uniformly from its faces.
+Each cloud is centred and scaled to unit radius first, so any units and placement work;
+clouds above --tile-points points are predicted in spatial tiles with a halo (bounded
+memory). The sign of a normal carries no meaning.
 
 Examples:
   python -m examples.normals predict --arch pca --input scans/ --output normals/

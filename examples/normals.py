@@ -15,8 +15,8 @@ Run from a checkout (models/ and examples/ are not installed):
     torchrun --nproc_per_node 2 -m examples.normals train ...             # data parallel (DDP)
 
 Task: predict the surface normal of every point of a cloud (SyntheticShapes with noise,
-ModelNet40Normals or a MeshFolder of .off / .ply meshes). Clouds are centred and scaled to
-unit radius.
+ModelNet40Normals or a MeshFolder of .off / .ply / .obj / .stl meshes). Clouds are centred
+and scaled to unit radius.
 
 Loss (unoriented): mean(1 - |cos(pred, normal)|) over points; the sign of a predicted normal is
 meaningless. Metrics (degrees, on the test set): unoriented error min(angle(p, n), angle(p, -n))

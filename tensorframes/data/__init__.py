@@ -6,10 +6,12 @@ Datasets (PyG :class:`~torch_geometric.data.InMemoryDataset`; every item a
 
 * :class:`SyntheticShapes`: built-in seeded analytic surfaces with exact normals.
 * :class:`ModelNet40Normals`: the ``modelnet40_normal_resampled`` files (never downloaded).
-* :class:`MeshFolder`: points sampled from any folder of ``.off`` / ``.ply`` meshes.
+* :class:`MeshFolder`: points sampled from any folder of ``.off`` / ``.ply`` / ``.obj`` /
+  ``.stl`` meshes.
 
-Users' files: :func:`read_points` (``.ply`` / ``.off`` / ``.xyz`` / ``.txt`` / ``.pts`` /
-``.npy`` -> ``(N, 3)`` float64) and :func:`write_ply` (points and normals -> PLY).
+Users' files: :func:`read_points` (``.ply`` / ``.off`` / ``.obj`` / ``.stl`` / ``.xyz`` /
+``.txt`` / ``.pts`` / ``.npy`` -> ``(N, 3)`` float64) and :func:`write_ply` (points and
+normals -> PLY).
 
 Transforms in :mod:`tensorframes.data.transforms`: :class:`RandomO3`, :class:`CenterScale`,
 :class:`Jitter`. Batch with :class:`torch_geometric.loader.DataLoader`.
@@ -17,7 +19,7 @@ Transforms in :mod:`tensorframes.data.transforms`: :class:`RandomO3`, :class:`Ce
 
 from . import transforms
 from ._cache import CacheWarning, default_cache_dir
-from ._mesh import MeshFolder, read_mesh, read_off, read_ply, sample_triangles
+from ._mesh import MeshFolder, read_mesh, read_obj, read_off, read_ply, read_stl, sample_triangles
 from ._modelnet import ModelNet40Normals, read_xyz_normal
 from ._pointio import POINT_EXTENSIONS, read_points, write_ply
 from ._synthetic import NONUNIFORM_MIN_DENSITY, SHAPES, SyntheticShapes
@@ -36,9 +38,11 @@ __all__ = [
     "SyntheticShapes",
     "default_cache_dir",
     "read_mesh",
+    "read_obj",
     "read_off",
     "read_ply",
     "read_points",
+    "read_stl",
     "read_xyz_normal",
     "sample_triangles",
     "transforms",

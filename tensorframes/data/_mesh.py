@@ -1,4 +1,8 @@
-"""``MeshFolder``: point clouds with exact face normals sampled from ``.off`` / ``.ply`` meshes."""
+"""``MeshFolder``: point clouds with exact face normals sampled from mesh files.
+
+Long module: the strict readers of the four mesh formats (OFF, PLY, OBJ, STL) sit next to the
+area-uniform sampler and the dataset that use them; each reader is short and self-contained.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,8 @@ from ._validate import check_points
 
 
 class MeshFolder(CachedInMemoryDataset):
-    r"""Every ``.off`` / ``.ply`` mesh under ``root`` (recursively), sampled to a point cloud.
+    r"""Every ``.off`` / ``.ply`` / ``.obj`` / ``.stl`` mesh under ``root`` (recursively),
+    sampled to a point cloud.
 
     Points are sampled area-uniformly from the triangles (polygons are fan-triangulated,
     zero-area triangles never chosen) with a seeded sampler: file ``f`` uses the stream
@@ -53,7 +58,7 @@ class MeshFolder(CachedInMemoryDataset):
         *,
         num_points: int = 1024,
         seed: int = 0,
-        extensions: Sequence[str] = (".off", ".ply"),
+        extensions: Sequence[str] = (".off", ".ply", ".obj", ".stl"),
         transform: Callable | None = None,
         pre_transform: Callable | None = None,
         force_reload: bool = False,
@@ -150,9 +155,14 @@ def triangulate(faces: list[np.ndarray] | np.ndarray) -> np.ndarray:
     return np.concatenate(tris).astype(np.int64) if tris else np.zeros((0, 3), np.int64)
 
 
-def sample_triangles(vertices: np.ndarray, faces: list[np.ndarray] | np.ndarray, n: int,
-                     rng: np.random.Generator, *, where: str = "mesh"
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def sample_triangles(
+    vertices: np.ndarray,
+    faces: list[np.ndarray] | np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    *,
+    where: str = "mesh",
+) -> tuple[np.ndarray, np.ndarray]:
     """``n`` points area-uniform on a triangle mesh with the unit face normals (float64).
 
     ``faces`` is ``(F, 3)`` (or polygons, fan-triangulated). Raises ``ValueError`` naming
@@ -179,13 +189,105 @@ def sample_triangles(vertices: np.ndarray, faces: list[np.ndarray] | np.ndarray,
 
 # -------------------------------------------------------------------------------- readers
 def read_mesh(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read an ``.off`` or ``.ply`` mesh -> ``(vertices (V, 3) float64, triangles (T, 3))``."""
+    """Read an ``.off``, ``.ply``, ``.obj`` or ``.stl`` mesh -> ``(vertices (V, 3) float64,
+    triangles (T, 3))``."""
     ext = osp.splitext(path)[1].lower()
-    if ext == ".off":
-        return read_off(path)
-    if ext == ".ply":
-        return read_ply(path)
-    raise ValueError(f"{path}: unsupported mesh format {ext!r} (expected .off or .ply)")
+    readers = {".off": read_off, ".ply": read_ply, ".obj": read_obj, ".stl": read_stl}
+    if ext not in readers:
+        raise ValueError(
+            f"{path}: unsupported mesh format {ext!r} (expected .off, .ply, .obj or .stl)"
+        )
+    return readers[ext](path)
+
+
+def read_obj(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Wavefront OBJ reader: ``v x y z`` vertices (extra values such as ``w`` or colours
+    ignored) and ``f`` polygons with 1-based or negative (relative) indices in any of the forms
+    ``i``, ``i/t``, ``i//n``, ``i/t/n``; every other statement (``vn``, ``vt``, ``g``, ``o``,
+    ``usemtl``, ``l``, ...) is skipped. Polygons are fan-triangulated."""
+    return _read_obj(path, need_faces=True)
+
+
+def _read_obj(path: str, need_faces: bool) -> tuple[np.ndarray, np.ndarray]:
+    verts: list[list[float]] = []
+    faces, face_lines = [], []
+    for no, ln in _text_lines(path):
+        tok = ln.split()
+        if tok[0] == "v":
+            try:
+                if len(tok) < 4:
+                    raise ValueError
+                verts.append([float(t) for t in tok[1:4]])
+            except ValueError:
+                raise ValueError(
+                    f"{path}, line {no}: expected a vertex 'v x y z', got {ln!r}"
+                ) from None
+            if not all(np.isfinite(verts[-1])):
+                raise ValueError(f"{path}, line {no}: non-finite vertex {ln!r}")
+        elif tok[0] == "f":
+            try:
+                idx = [int(t.split("/", 1)[0]) for t in tok[1:]]
+                if len(idx) < 3 or 0 in idx:
+                    raise ValueError
+            except ValueError:
+                raise ValueError(
+                    f"{path}, line {no}: expected a face 'f i j k ...' with >= 3 vertex "
+                    f"indices (1-based, or negative), got {ln!r}"
+                ) from None
+            n = len(verts)
+            faces.append(np.array([i - 1 if i > 0 else n + i for i in idx], dtype=np.int64))
+            face_lines.append(no)
+    if not verts:
+        raise ValueError(f"{path}: no vertices ('v x y z' lines)")
+    if need_faces and not faces:
+        raise ValueError(f"{path}: mesh has no faces ('f' lines)")
+    v = np.asarray(verts, dtype=np.float64)
+    _check_faces(path, faces, len(v), face_lines)
+    return v, triangulate(faces)
+
+
+def read_stl(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """STL reader (binary, or ASCII ``solid ... facet ... vertex x y z ...``). STL stores
+    every triangle with its own corners; equal corners are merged into one vertex (exact
+    comparison), so ``vertices`` holds each surface point once."""
+    with open(path, "rb") as fh:
+        blob = fh.read()
+    if len(blob) >= 84:
+        (n,) = np.frombuffer(blob, "<u4", 1, 80)
+        if len(blob) == 84 + 50 * int(n):  # binary: 80-byte header, count, 50 bytes each
+            dt = np.dtype([("n", "<f4", 3), ("v", "<f4", (3, 3)), ("attr", "<u2")])
+            corners = np.frombuffer(blob, dt, int(n), 84)["v"].reshape(-1, 3).astype(np.float64)
+            return _merge_corners(path, corners)
+    if not blob.lstrip().startswith(b"solid"):
+        raise ValueError(
+            f"{path}: not an STL file (neither binary with a matching triangle count nor "
+            "ASCII starting with 'solid')"
+        )
+    corners = []
+    for no, ln in _text_lines(path):
+        tok = ln.split()
+        if tok[0] == "vertex":
+            try:
+                if len(tok) != 4:
+                    raise ValueError
+                corners.append([float(t) for t in tok[1:]])
+            except ValueError:
+                raise ValueError(
+                    f"{path}, line {no}: expected 'vertex x y z', got {ln!r}"
+                ) from None
+    if not corners or len(corners) % 3:
+        raise ValueError(f"{path}: ASCII STL with {len(corners)} vertices (need 3 per facet)")
+    return _merge_corners(path, np.asarray(corners, dtype=np.float64))
+
+
+def _merge_corners(path: str, corners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if len(corners) == 0:
+        raise ValueError(f"{path}: STL has no triangles")
+    bad = np.flatnonzero(~np.isfinite(corners).all(1))
+    if bad.size:
+        raise ValueError(f"{path}: non-finite vertex in triangle {int(bad[0]) // 3}")
+    verts, inverse = np.unique(corners, axis=0, return_inverse=True)
+    return verts, inverse.reshape(-1, 3).astype(np.int64)
 
 
 def _text_lines(path: str) -> list[tuple[int, str]]:
@@ -202,8 +304,9 @@ def _text_lines(path: str) -> list[tuple[int, str]]:
     return out
 
 
-def _check_faces(path: str, faces: list[np.ndarray], num_vertices: int,
-                 lines: list[int] | None = None) -> None:
+def _check_faces(
+    path: str, faces: list[np.ndarray], num_vertices: int, lines: list[int] | None = None
+) -> None:
     for j, f in enumerate(faces):
         if len(f) < 3 or f.min() < 0 or f.max() >= num_vertices:
             where = f"line {lines[j]}" if lines is not None else f"face {j}"
@@ -216,17 +319,24 @@ def _check_faces(path: str, faces: list[np.ndarray], num_vertices: int,
 def read_off(path: str) -> tuple[np.ndarray, np.ndarray]:
     """Strict OFF reader (``OFF`` header, counts, vertices, faces ``k i_1 .. i_k``; extra
     trailing values such as colours are ignored; ``#`` comments allowed). Also accepts the
-    header glued to the counts (``OFF8 6 0``, as in some ModelNet files)."""
+    header glued to the counts (``OFF8 6 0``, as in some ModelNet files) and the ``COFF`` /
+    ``NOFF`` / ``CNOFF`` / ``STOFF`` variants (per-vertex colours, normals, texture
+    coordinates after ``x y z``, ignored)."""
     return _read_off(path, need_faces=True)
 
 
 def _read_off(path: str, need_faces: bool) -> tuple[np.ndarray, np.ndarray]:
     """:func:`read_off`; ``need_faces=False`` allows 0 faces (``(0, 3)`` triangles)."""
     lines = _text_lines(path)
-    if not lines or not lines[0][1].upper().startswith("OFF"):
-        raise ValueError(f"{path}: not an OFF file (first line must start with 'OFF')")
+    m = re.match(r"(ST)?C?N?OFF", lines[0][1].upper()) if lines else None
+    if m is None:
+        raise ValueError(
+            f"{path}: not an OFF file (first line must start with OFF, COFF, NOFF or STOFF)"
+        )
     no, head = lines[0]
-    rest = head[3:].split()
+    rest = head[m.end() :].split()
+    if rest and rest[0].upper() == "BINARY":
+        raise ValueError(f"{path}, line {no}: binary OFF is not supported (only text OFF)")
     body = lines[1:]
     if not rest:
         if not body:
@@ -363,8 +473,9 @@ def _read_ply(path: str, need_faces: bool) -> tuple[np.ndarray, np.ndarray]:
     return verts, triangulate(faces)
 
 
-def _ply_ascii(path: str, body: bytes, elements: list[_PlyElement], header_lines: int
-               ) -> dict[str, dict[str, Any]]:
+def _ply_ascii(
+    path: str, body: bytes, elements: list[_PlyElement], header_lines: int
+) -> dict[str, dict[str, Any]]:
     try:
         text = body.decode("ascii")
     except UnicodeDecodeError:
@@ -428,8 +539,9 @@ def _ascii_table(lines: list[str], chunk: list[int], ncols: int) -> np.ndarray |
     return arr if arr.shape == (len(chunk), ncols) else None
 
 
-def _ply_binary(path: str, body: bytes, elements: list[_PlyElement], endian: str
-                ) -> dict[str, dict[str, Any]]:
+def _ply_binary(
+    path: str, body: bytes, elements: list[_PlyElement], endian: str
+) -> dict[str, dict[str, Any]]:
     out, off = {}, 0
     for name, count, props in elements:
         if all(c is None for _, _, c in props):

@@ -5,7 +5,10 @@ Formats read (by file extension, case-insensitive):
 * ``.ply``: ``ascii``, ``binary_little_endian`` or ``binary_big_endian``; a ``vertex`` element
   with ``x, y, z`` (other vertex properties such as normals or colours are ignored), with or
   without a ``face`` element (the strict parser of :mod:`tensorframes.data._mesh`).
-* ``.off``: a mesh, or a point cloud written as an OFF file with ``0`` faces.
+* ``.off``: a mesh, or a point cloud written as an OFF file with ``0`` faces (also ``COFF`` /
+  ``NOFF`` / ``STOFF``).
+* ``.obj``: Wavefront OBJ (``v`` and ``f`` statements; a file without ``f`` is a point cloud).
+* ``.stl``: binary or ASCII STL (corners shared by triangles merged into one vertex).
 * ``.xyz`` / ``.txt`` / ``.pts``: one point per line, values separated by whitespace or commas,
   3 or more columns (the first three are ``x y z``), the same number of columns on every line.
   Blank lines and lines starting with ``#`` or ``//`` are skipped. One header line is accepted
@@ -35,12 +38,12 @@ from typing import Any
 
 import numpy as np
 
-from ._mesh import _read_off, _read_ply, sample_triangles
+from ._mesh import _read_obj, _read_off, _read_ply, read_stl, sample_triangles
 
 __all__ = ["POINT_EXTENSIONS", "read_points", "write_ply"]
 
 #: The file extensions :func:`read_points` understands.
-POINT_EXTENSIONS = (".ply", ".off", ".xyz", ".txt", ".pts", ".npy")
+POINT_EXTENSIONS = (".ply", ".off", ".obj", ".stl", ".xyz", ".txt", ".pts", ".npy")
 
 
 def read_points(path: str | os.PathLike, *, sample: int | None = None, seed: int = 0) -> np.ndarray:
@@ -80,6 +83,10 @@ def read_points(path: str | os.PathLike, *, sample: int | None = None, seed: int
         pos, faces = _read_ply(path, need_faces=False)
     elif ext == ".off":
         pos, faces = _read_off(path, need_faces=False)
+    elif ext == ".obj":
+        pos, faces = _read_obj(path, need_faces=False)
+    elif ext == ".stl":
+        pos, faces = read_stl(path)
     elif ext == ".npy":
         pos = _read_npy(path)
     else:

@@ -179,7 +179,7 @@ def test_malformed_ply_names_file(tmp_path):
 
 
 def test_empty_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no .off/.ply files"):
+    with pytest.raises(FileNotFoundError, match="no .obj/.off/.ply/.stl files"):
         MeshFolder(tmp_path)
 
 
@@ -213,3 +213,21 @@ def test_default_cache_dir_honours_xdg(tmp_path, monkeypatch):
     write_off(tmp_path / "t" / "tet.off", TET_V, TET_F)
     with pytest.raises(TypeError, match="cache_dir must be a path or None, got int"):
         MeshFolder(tmp_path / "t", cache_dir=3)
+
+
+def test_obj_and_stl_meshes_in_a_folder(tmp_path):
+    from tensorframes.data._mesh import triangulate
+    from tests.data.test_pointio import write_obj, write_stl
+
+    root = tmp_path / "m"
+    root.mkdir()
+    write_obj(root / "cube.obj", CUBE_V, CUBE_F, "slashes")
+    write_stl(root / "tet.stl", TET_V, TET_F, binary=True)
+    write_stl(root / "tet_ascii.stl", TET_V, TET_F, binary=False)
+    ds = MeshFolder(root, num_points=3000)
+    assert ds.files == ["cube.obj", "tet.stl", "tet_ascii.stl"]
+    areas = [0.5, 0.5, 1.0, 1.0, 2.0, 2.0]  # CUBE_V is a 2 x 1 x 0.5 box
+    check_on_faces(ds[0], CUBE_V, CUBE_F, areas)
+    check_on_faces(ds[1], TET_V, TET_F)
+    check_on_faces(ds[2], TET_V, TET_F)
+    assert len(triangulate(list(CUBE_F))) == 12

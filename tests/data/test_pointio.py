@@ -236,11 +236,115 @@ def test_bad_npy_and_extension(tmp_path):
     np.save(tmp_path / "c.npy", np.array([{"a": 1}], dtype=object))
     with pytest.raises(ValueError, match=r"c\.npy: not a numeric"):
         read_points(tmp_path / "c.npy")
-    (tmp_path / "d.stl").write_text("solid")
-    with pytest.raises(ValueError, match=r"d\.stl: unknown point-cloud extension '\.stl'"):
-        read_points(tmp_path / "d.stl")
+    (tmp_path / "d.vtk").write_text("# vtk DataFile")
+    with pytest.raises(ValueError, match=r"d\.vtk: unknown point-cloud extension '\.vtk'"):
+        read_points(tmp_path / "d.vtk")
     with pytest.raises(FileNotFoundError, match="nope.xyz"):
         read_points(tmp_path / "nope.xyz")
     with pytest.raises(ValueError, match="sample must be None or a positive integer"):
         read_points(tmp_path / "a.npy", sample=0)
-    assert set(POINT_EXTENSIONS) == {".ply", ".off", ".xyz", ".txt", ".pts", ".npy"}
+    assert set(POINT_EXTENSIONS) == {".ply", ".off", ".obj", ".stl", ".xyz", ".txt", ".pts", ".npy"}
+
+
+# ============================================================================= OBJ, STL, COFF
+def _cube_tris():
+    from tensorframes.data._mesh import triangulate
+
+    return triangulate(list(CUBE_F))  # polygon by polygon, as the readers do
+
+
+def write_obj(path, v, faces, style="plain"):
+    lines = ["# cube", "mtllib x.mtl", "o cube"] + [f"v {x} {y} {z} 1.0" for x, y, z in v]
+    lines += ["vt 0 0", "vn 0 0 1", "g side", "usemtl m", "s off"]
+    n = len(v)
+    for f in faces:
+        if style == "plain":
+            tok = [str(i + 1) for i in f]
+        elif style == "slashes":
+            tok = [f"{i + 1}/1/1" if k % 2 else f"{i + 1}//1" for k, i in enumerate(f)]
+        else:  # negative (relative) indices
+            tok = [str(i - n) for i in f]
+        lines.append("f " + " ".join(tok))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_stl(path, v, tris, binary=True):
+    corners = v[tris]  # (T, 3, 3)
+    if binary:
+        rec = np.zeros(len(tris), np.dtype([("n", "<f4", 3), ("v", "<f4", (3, 3)), ("a", "<u2")]))
+        rec["v"] = corners
+        path.write_bytes(b"\0" * 80 + np.uint32(len(tris)).tobytes() + rec.tobytes())
+    else:
+        out = ["solid cube"]
+        for c in corners:
+            out += ["facet normal 0 0 0", " outer loop"]
+            out += [f"  vertex {x!r} {y!r} {z!r}" for x, y, z in c.tolist()]
+            out += [" endloop", "endfacet"]
+        path.write_text("\n".join(out + ["endsolid cube"]) + "\n")
+
+
+@pytest.mark.parametrize("style", ["plain", "slashes", "negative"])
+def test_obj_mesh(tmp_path, style):
+    from tensorframes.data import read_mesh
+
+    path = tmp_path / "cube.obj"
+    write_obj(path, CUBE_V, CUBE_F, style)
+    np.testing.assert_array_equal(read_points(path), CUBE_V)
+    v, t = read_mesh(str(path))
+    np.testing.assert_array_equal(t, _cube_tris())
+    s = read_points(path, sample=500, seed=1)
+    assert (np.isclose(s, 0) | np.isclose(s, 1)).any(1).all()
+    cloud = tmp_path / "cloud.obj"
+    cloud.write_text("v 0 0 0\nv 1 2 3\nvn 0 0 1\n")
+    np.testing.assert_array_equal(read_points(cloud), [[0, 0, 0], [1, 2, 3]])
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_stl_mesh_merges_shared_corners(tmp_path, binary):
+    from tensorframes.data import read_mesh
+
+    path = tmp_path / "cube.stl"
+    write_stl(path, CUBE_V, _cube_tris(), binary=binary)
+    pts = read_points(path)
+    assert pts.shape == (8, 3)
+    assert {tuple(p) for p in pts} == {tuple(p) for p in CUBE_V}
+    v, t = read_mesh(str(path))
+    np.testing.assert_array_equal(v[t], CUBE_V[_cube_tris()])  # the same triangles, same winding
+    assert read_points(path, sample=300).shape == (300, 3)
+
+
+@pytest.mark.parametrize(
+    "name, content, match",
+    [
+        ("a.obj", "v 0 0 0\nv 1 0\n", r"a\.obj, line 2: expected a vertex"),
+        ("a.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2\n", r"a\.obj, line 4: expected a face"),
+        ("a.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 4\n", r"a\.obj, line 4: face \[0, 1, 3\]"),
+        ("a.obj", "v 0 nan 0\n", r"a\.obj, line 1: non-finite vertex"),
+        ("a.obj", "# nothing\n", r"a\.obj: no vertices"),
+        ("a.stl", "hello", r"a\.stl: not an STL file"),
+        ("a.stl", "solid x\nfacet normal 0 0 1\nouter loop\nvertex 0 0 0\nvertex 1 0 0\n",
+         r"a\.stl: ASCII STL with 2 vertices"),
+        ("a.stl", "solid x\nvertex 0 0\n", r"a\.stl, line 2: expected 'vertex x y z'"),
+        ("a.off", "OFF BINARY\n", r"a\.off, line 1: binary OFF is not supported"),
+        ("a.off", "PLY\n", r"a\.off: not an OFF file"),
+    ],
+)  # fmt: skip
+def test_malformed_obj_stl_off(tmp_path, name, content, match):
+    with pytest.raises(ValueError, match=match):
+        read_points(_write(tmp_path, name, content))
+
+
+def test_truncated_binary_stl_and_coff(tmp_path):
+    path = tmp_path / "t.stl"
+    write_stl(path, CUBE_V, _cube_tris())
+    path.write_bytes(path.read_bytes()[:-7])  # neither a complete binary nor ASCII STL
+    with pytest.raises(ValueError, match=r"t\.stl: not an STL file"):
+        read_points(path)
+    coff = tmp_path / "c.off"
+    body = "".join(f"{x} {y} {z} 255 0 0 255\n" for x, y, z in CUBE_V)
+    body += "".join("4 " + " ".join(map(str, f)) + " 1 2 3\n" for f in CUBE_F)
+    coff.write_text("COFF\n8 6 0\n" + body)
+    np.testing.assert_array_equal(read_points(coff), CUBE_V)
+    noff = tmp_path / "n.off"
+    noff.write_text("NOFF\n8 6 0\n" + body)
+    assert read_points(noff, sample=50).shape == (50, 3)

@@ -155,8 +155,9 @@ def _add_data_flags(p: argparse.ArgumentParser, command: str = "train") -> None:
 
     g = p.add_argument_group(
         "data",
-        "defaults of eval: the values the checkpoint was trained with, else (--arch pca) those "
-        "of train"
+        "defaults of eval: the values the checkpoint was trained with (its root, test size "
+        "and synthetic settings only when --data is the checkpoint's; --split all tests every "
+        "file), else (--arch pca) those of train"
         if ev
         else None,
     )

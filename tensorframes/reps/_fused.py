@@ -6,23 +6,30 @@ target's frame, ``docs/design.md``). The reference it is tested against is the c
 three plain operations, :func:`frame_change_reference`: gather ``x[src]``, the relative frames
 ``R_i R_j^T`` as an ``(E, d, d)`` tensor, and :meth:`Reps.transform`.
 
-How the fused path differs (measured on CPU, ``python -m tensorframes.bench reps``):
+How the fused path differs from the reference:
 
 * **One output, written once.** The gather ``x.index_select(0, src)`` writes straight into the
   rows of the ``(E, dim)`` output; every block that is not an identity (``0e``/``0n`` are) is
-  then transformed in place, chunk by chunk. No ``(E, ...)`` temporary exists besides the output:
-  the relative frames, the Wigner / Kronecker matrices and each block's product live for one
-  chunk of :data:`CHUNK_CPU` edges, small enough to stay in cache and to be reused by the
-  allocator instead of being page-faulted in as fresh buffers of tens of MB.
-* **No dense D per edge for all blocks**: ``D^1`` is the relative frame itself, ``D^2`` one
-  product of the chunk's ``R (x) R`` with a constant ``(d^2 d^2, 25)`` matrix, ``l >= 3`` the
-  coupling recursion on the chunk; a TensorReps order-2 block uses the chunk's ``R (x) R``.
+  then transformed chunk by chunk (:data:`CHUNK_CPU` edges) and copied back into its rows. No
+  ``(E, ...)`` temporary exists besides the output: the relative frames, the Wigner matrices and
+  each block's product live for one chunk, small enough to be reused by the allocator instead
+  of being page-faulted in as fresh buffers of tens of MB.
+* **No dense D for all blocks**: ``D^1`` is the relative frame itself, ``D^2`` its closed form on
+  the chunk (the backward's recomputation uses one product of ``r r^T`` with a constant
+  ``(81, 25)`` matrix, the same polynomial), ``l >= 3`` the coupling recursion on the chunk; a
+  TensorReps order-2 block is ``R X R^T``, two contractions with the chunk's ``R``.
 * **Backward recomputes.** The autograd function saves only its inputs (``x``, the frames or
   relative frames, the index vectors: references, no new memory); its backward gathers and
   recomputes each chunk's relative frames and matrices under autograd and scatters the
   gradients of ``x`` and of the frames back with ``index_add_``. Gradients are exact (the same
   formulas as the reference, differentiated), for ``x`` and for the frames (learned frames).
   Double backward is not supported (``RuntimeError``); use ``fused=False`` for it.
+
+Speed (``python -m tensorframes.bench reps``, second table; ``docs/benchmarks.md``): on a
+shared 2-core CPU the forward is about as fast as the reference (0.9-1.3x) and forward +
+backward slower (about 0.65x: the backward recomputes the forward). What it buys is memory:
+saved activations are the inputs themselves instead of per-edge tensors several times the
+output. It is therefore not the default inside ``tensorframes.nn``.
 
 Dispatch (:func:`supports_fused`): :class:`~tensorframes.Irreps` of every degree (parity
 ``e``/``o``/``y``) and :class:`~tensorframes.TensorReps` of orders ``<= 2`` (``n`` and ``p``, any
@@ -48,8 +55,9 @@ from .tensorreps import TensorReps
 __all__ = ["CHUNK_CPU", "CHUNK_CUDA", "frame_change", "frame_change_reference", "supports_fused"]
 
 #: Edges per chunk on CPU: a chunk's temporaries (gathered frames, matrices, one block's
-#: product) stay within a few hundred kB to a few MB, in cache.
-CHUNK_CPU = 4096
+#: product) stay within a few MB and are reused by the allocator; smaller chunks multiply the
+#: number of parallel regions, which costs most on a busy machine (measured: 4096 was slower).
+CHUNK_CPU = 32768
 #: Edges per chunk on other devices (GPU): large enough that kernel launches do not dominate.
 CHUNK_CUDA = 1 << 18
 #: Largest TensorReps order the fused path handles (higher orders fall back to the reference).
@@ -135,42 +143,18 @@ def _d2_cast(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return hit
 
 
-#: Largest matrix side contracted with elementwise multiply-adds; larger ones use ``matmul``.
-#: On CPU a batched ``matmul`` of 3x3 or 5x5 matrices costs far more per matrix than the
-#: ``n`` broadcast multiply-adds over the chunk (measured 3-5x).
-ELEMENTWISE_MAX_N = 5
-
-
-def _contract(v: torch.Tensor, M: torch.Tensor, inplace: bool) -> torch.Tensor:
+def _contract(v: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
     """``y[c, u, a] = sum_b M[c, a, b] v[c, u, b]`` for ``v`` ``(c, mul, n)``, ``M`` ``(c, n, n)``.
 
-    Small ``n``: ``n`` broadcast multiply-adds (``inplace`` accumulates into one buffer, for
-    the forward under ``no_grad``; otherwise out of place, differentiable). Larger: ``matmul``.
+    One batched ``matmul``. Measured against ``n`` broadcast multiply-adds accumulated in place
+    (no ``matmul`` of tiny matrices): those were 1.5-2x slower on CPU (strided views with inner
+    axes of 3 or 5 take TensorIterator's slow path), and their backward needs a reduction each.
     """
-    n = v.shape[-1]
-    if n > ELEMENTWISE_MAX_N:
-        return torch.matmul(v, M.transpose(-1, -2))
-    y = v[:, :, 0, None] * M[:, None, :, 0]
-    for b in range(1, n):
-        if inplace:
-            y.addcmul_(v[:, :, b, None], M[:, None, :, b])
-        else:
-            y = torch.addcmul(y, v[:, :, b, None], M[:, None, :, b])
-    return y
+    return torch.matmul(v, M.transpose(-1, -2))
 
 
-def _relative(Rd: torch.Tensor, Rs: torch.Tensor, inplace: bool) -> torch.Tensor:
-    """``Rd @ Rs^T`` for ``(c, d, d)`` stacks, as ``d`` broadcast multiply-adds."""
-    y = Rd[:, :, 0, None] * Rs[:, None, :, 0]
-    for k in range(1, Rd.shape[-1]):
-        if inplace:
-            y.addcmul_(Rd[:, :, k, None], Rs[:, None, :, k])
-        else:
-            y = torch.addcmul(y, Rd[:, :, k, None], Rs[:, None, :, k])
-    return y
-
-
-def _chunk_matrices(reps: Reps, plan: tuple[_Block, ...], rel: torch.Tensor
+def _chunk_matrices(reps: Reps, plan: tuple[_Block, ...], rel: torch.Tensor,
+                    closed_d2: bool = False
                     ) -> tuple[dict[tuple, torch.Tensor], torch.Tensor | None]:
     """The matrices of one chunk of relative frames ``rel`` ``(c, d, d)``: ``{key: (c, n, n)}``
     (for TensorReps order 2: the factor ``R`` applied on both tensor indices) and the sign
@@ -184,7 +168,9 @@ def _chunk_matrices(reps: Reps, plan: tuple[_Block, ...], rel: torch.Tensor
         sign = det_sign(rel) if need_sign else None
         lmax = max((k[1] for k in keys), default=0)
         D: dict[int, torch.Tensor] = {1: rel}
-        if lmax >= 2:
+        if lmax >= 2 and closed_d2:  # pointwise: fuses into one compiled kernel
+            D[2] = _wigner_D2(rel)
+        elif lmax >= 2:
             r = rel.reshape(c, 9)
             D[2] = ((r[:, :, None] * r[:, None, :]).reshape(c, 81)
                     @ _d2_cast(rel.dtype, rel.device)).reshape(c, 5, 5)
@@ -205,18 +191,18 @@ def _block_view(y: torch.Tensor, b: _Block) -> torch.Tensor:
 
 
 def _apply_block(reps: Reps, b: _Block, v: torch.Tensor, mats: dict,
-                 sign: torch.Tensor | None, inplace: bool) -> torch.Tensor:
+                 sign: torch.Tensor | None) -> torch.Tensor:
     """One block ``v`` ``(c, mul, n)`` carried by the chunk's matrices (out of place)."""
     if b.kind == "sign":
         return v * sign[:, None, None]
     M = mats[b.key]
     if isinstance(reps, Irreps) or b.key[1] == 1:
-        y = _contract(v, M, inplace)
+        y = _contract(v, M)
     else:  # TensorReps order 2: R X R^T, one contraction per tensor index
         d = M.shape[-1]
-        t = _contract(v.reshape(v.shape[0], b.mul * d, d), M, inplace)  # X R^T
+        t = _contract(v.reshape(v.shape[0], b.mul * d, d), M)  # X R^T
         t = t.reshape(v.shape[0], b.mul, d, d).transpose(-1, -2).reshape(-1, b.mul * d, d)
-        y = _contract(t, M, inplace).reshape(v.shape[0], b.mul, d, d).transpose(-1, -2)
+        y = _contract(t, M).reshape(v.shape[0], b.mul, d, d).transpose(-1, -2)
         y = y.reshape(v.shape)
     if b.key[2] and not isinstance(reps, Irreps):  # pseudo-tensor: det(R)
         y = y * sign[:, None, None]
@@ -226,7 +212,9 @@ def _apply_block(reps: Reps, b: _Block, v: torch.Tensor, mats: dict,
 def _forward_chunk(reps: Reps, plan: tuple[_Block, ...], yc: torch.Tensor,
                    rel: torch.Tensor) -> None:
     """Transform the gathered chunk ``yc`` ``(c, dim)`` in place by ``rho(rel)``."""
-    mats, sign = _chunk_matrices(reps, plan, rel)
+    # D^2 in its closed form: ~100 flops per edge in small single-threaded ops, against 2,025
+    # multiply-adds per edge of the constant product (measured 1.5 ms against 13.6 ms per chunk)
+    mats, sign = _chunk_matrices(reps, plan, rel, closed_d2=True)
     for b in plan:
         if b.kind == "id":
             continue
@@ -234,17 +222,17 @@ def _forward_chunk(reps: Reps, plan: tuple[_Block, ...], yc: torch.Tensor,
         if b.kind == "sign":
             v.mul_(sign[:, None, None])
         else:
-            v.copy_(_apply_block(reps, b, v, mats, sign, True))
+            v.copy_(_apply_block(reps, b, v, mats, sign))
 
 
 def _reference_chunk(reps: Reps, plan: tuple[_Block, ...], xc: torch.Tensor,
-                     rel: torch.Tensor) -> list[torch.Tensor]:
+                     rel: torch.Tensor, closed_d2: bool = False) -> list[torch.Tensor]:
     """Out-of-place, differentiable form of :func:`_forward_chunk`: one tensor per block."""
-    mats, sign = _chunk_matrices(reps, plan, rel)
+    mats, sign = _chunk_matrices(reps, plan, rel, closed_d2)
     out = []
     for b in plan:
         v = _block_view(xc, b)
-        out.append(v if b.kind == "id" else _apply_block(reps, b, v, mats, sign, False))
+        out.append(v if b.kind == "id" else _apply_block(reps, b, v, mats, sign))
     return out
 
 
@@ -255,8 +243,8 @@ def _chunk_size(device: torch.device) -> int:
 def _rel_chunk(R_src, R_dst, rel, src_c, dst_c, c0, c1):
     if rel is not None:
         return rel[c0:c1]
-    return _relative(R_dst.index_select(0, dst_c), R_src.index_select(0, src_c),
-                     not torch.is_grad_enabled())
+    return torch.matmul(R_dst.index_select(0, dst_c),
+                        R_src.index_select(0, src_c).transpose(-1, -2))
 
 
 class _FrameChange(torch.autograd.Function):
@@ -308,7 +296,7 @@ class _FrameChange(torch.autograd.Function):
                     Rd_c = R_dst.index_select(0, dst_c).requires_grad_(need_rd)
                     Rs_c = R_src.index_select(0, src_c).requires_grad_(need_rs)
                     leaves = [Rs_c, Rd_c]
-                    rel_c = _relative(Rd_c, Rs_c, False)
+                    rel_c = torch.matmul(Rd_c, Rs_c.transpose(-1, -2))
                 pieces = _reference_chunk(reps, plan, xc, rel_c)
                 grads = [_block_view(g, b) for b in plan]
                 inputs = [xc, *leaves]

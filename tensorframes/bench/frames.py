@@ -6,7 +6,10 @@ x 8,192 points with k = 16 (``quick``: 4 x 2,048):
 - PCA frames, excluding neighbour search (the knn graph is built once): the library path
   (one scatter pass of moments + closed-form 3x3 eigen-solver + sign disambiguation) against a
   naive path doing the same work with per-edge outer products, ``torch.linalg.eigh`` and a
-  second pass projecting the offsets for the signs;
+  second pass projecting the offsets for the signs (third moment only); once on the noisy
+  ellipsoids and once on noise-free CAD shapes (``SyntheticShapes``' cube, cylinder,
+  hex_prism, slotted_box), where the library's equivariant tie-break runs for most nodes (the
+  naive path has none: the ratio shows its cost);
 - pure-torch knn graph against torch-cluster (when it imports);
 - :func:`~tensorframes.frames.gram_schmidt` and :class:`~tensorframes.frames.LearnedFrames`.
 
@@ -52,6 +55,20 @@ def _clouds(b: int, n: int, device: str | torch.device, generator: torch.Generat
     return v.to(device), batch.to(device)
 
 
+def _cad_clouds(b: int, n: int, device: str | torch.device) -> tuple[torch.Tensor, ...]:
+    """``b`` noise-free CAD clouds (cube, cylinder, hex_prism, slotted_box in turn): flat
+    faces, where most normals' signs come from the tie-break rules of ``pca``."""
+    import numpy as np
+
+    from ..data._synthetic import CAD_SHAPES, generate_cloud
+
+    pos = [torch.from_numpy(generate_cloud(CAD_SHAPES[c % len(CAD_SHAPES)],
+                                           np.random.SeedSequence([0, c]), num_points=n)["pos"])
+           for c in range(b)]
+    batch = torch.arange(b).repeat_interleave(n)
+    return torch.cat(pos).float().to(device), batch.to(device)
+
+
 def run(quick: bool = False, device: str = "cpu", repeats: int | None = None) -> list[dict]:
     """Run the benchmark; one row per contender (``median_s`` in seconds, ``points/s``,
     ``speed-up`` against the row's baseline)."""
@@ -77,6 +94,15 @@ def run(quick: bool = False, device: str = "cpu", repeats: int | None = None) ->
                               "naive eigh": lambda: naive_pca(pos, ei)},
                              repeats=repeats, device=device)
     add(f"pca frames ({b}x{n}, k={k}, graph given)", t, "naive eigh")
+
+    cad, cad_batch = _cad_clouds(b, n, device)
+    ei_cad = graph.knn_graph(cad, k, cad_batch)
+    with torch.no_grad():
+        t = time_interleaved(
+            {"tensorframes.frames.pca": lambda: pca(cad, edge_index=ei_cad, batch=cad_batch),
+             "naive eigh": lambda: naive_pca(cad, ei_cad)},
+            repeats=repeats, device=device)
+    add(f"pca frames, noise-free CAD shapes ({b}x{n}, k={k}, graph given)", t, "naive eigh")
 
     knn_fns = {"pure torch": lambda: graph.knn_graph(pos, k, batch, backend="torch")}
     if graph.WITH_TORCH_CLUSTER:

@@ -88,8 +88,10 @@ def _pca3(pos, ei, weight, center, *, grad=False, node_exp=None, unit_exp=0):
     """Frames of 3-d neighbourhoods. ``pos`` is in working units (``2**unit_exp`` of the
     caller's units); ``node_exp`` (``(N,)`` ints, optional) further scales the offsets of node
     ``i``'s edges by ``2**node_exp[i]``. ``grad``: build the autograd graph (no ``out=``
-    buffers). Returns ``(R, eigenvalues, rel_skew, s3, mean squared offset, total weight)``,
-    the eigenvalues and mean squared offsets in working units; ``s3`` ``(N, 3)`` is
+    buffers). Returns ``(R, eigenvalues, rel_skew, s3, mean squared offset, total weight,
+    moments)``, the eigenvalues and mean squared offsets in working units, ``moments``
+    ``(20, N)`` the weighted sums of 2nd (6), 3rd (10) and 1st (3) powers of the offsets and
+    the total weight; ``s3`` ``(N, 3)`` is
     ``|sum w (e.d)^3| / (W rms^3)``, the third moment's strength that :func:`tie_break` tests."""
     n = pos.shape[0]
     j, i = ei[0], ei[1]
@@ -215,7 +217,8 @@ def _pca3(pos, ei, weight, center, *, grad=False, node_exp=None, unit_exp=0):
     R = torch.stack(rows, 1)
     rel_skew = torch.stack(skews, 1)
     s3 = torch.stack(s3s, 1)
-    return R, torch.stack(vals, 1), rel_skew, s3, ms.detach(), W.detach()
+    mom = torch.cat([M[:19], W[None]]).detach()  # for the two-hop tie-break rules
+    return R, torch.stack(vals, 1), rel_skew, s3, ms.detach(), W.detach(), mom
 
 
 def _pca_general(pos, ei, weight, center, unit_exp=0):
@@ -313,7 +316,8 @@ def _decide(sign, rule, und, x, cnt, rho, order, tau_rad, code, slack=None):
 
 def tie_break(pos: torch.Tensor, R: torch.Tensor, s3: torch.Tensor, tau0: torch.Tensor,
               ei: torch.Tensor, batch: torch.Tensor | None,
-              tie_dist: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              tie_dist: torch.Tensor | None = None, mom: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Equivariant sign tie-break of :func:`~tensorframes.frames.pca` (no gradient).
 
     ``pos`` ``(N, d)`` (working units), ``R`` ``(N, d, d)`` the frames after the third-moment
@@ -322,7 +326,8 @@ def tie_break(pos: torch.Tensor, R: torch.Tensor, s3: torch.Tensor, tau0: torch.
     neighbourhood has a k-NN tie, else 0 (or None): a two-hop moment must exceed its
     threshold by the most that swapping the tied points can change it. Returns
     ``(flip, rule)``: ``(N, d)`` factors +-1 for the rows of ``R`` and the index in
-    :data:`SIGN_RULES` of the rule that decided each axis."""
+    :data:`SIGN_RULES` of the rule that decided each axis. ``mom``: the per-node moments of
+    :func:`_pca3` (``d = 3``); without them (``d != 3``) rules 1-3 are skipped."""
     pos = pos.detach()
     R = R.detach()
     n, dim = pos.shape
@@ -339,23 +344,15 @@ def tie_break(pos: torch.Tensor, R: torch.Tensor, s3: torch.Tensor, tau0: torch.
     radn = pos.index_select(0, nodes).norm(dim=1)
     sign = torch.ones(m, dim, dtype=pos.dtype, device=pos.device)
     rl = torch.zeros(m, dim, dtype=torch.int8, device=pos.device)
-    # rule 1: first moment of the neighbourhood (direction to its centroid)
-    loc = torch.full((n,), -1, dtype=torch.long, device=pos.device)
-    loc[nodes] = torch.arange(m, device=pos.device)
-    li = loc.index_select(0, ei[1])
-    keep = li >= 0
-    li, jj = li[keep], ei[0][keep]
-    d = pos.index_select(0, jj) - pos.index_select(0, nodes).index_select(0, li)
-    proj = torch.einsum("eab,eb->ea", Rn.index_select(0, li), d)
-    cnt = _sums(torch.ones_like(d[:, 0]), li, m)
-    rho = (_sums((d * d).sum(1), li, m) / cnt.clamp_min(1)).sqrt()
-    sign, rl, und = _decide(sign, rl, und, _sums(proj, li, m), cnt, rho, 1, radn, 1)
-    # rules 2-3: third, then first moment of the two-hop neighbourhood (multiset)
-    if bool(und.any()):
+    # rules 1-3: first moment of the neighbourhood (direction to its weighted centroid),
+    # then third and first moments of the two-hop multiset, from the per-node moments
+    if mom is not None:
         sub = und.any(1).nonzero().flatten()
-        m3, m1, cnt, rho, slack3, slack1 = _two_hop(pos, ei, nodes.index_select(0, sub),
-                                                    Rn.index_select(0, sub), tie_dist)
+        m3, m1, cnt, rho, c1, rho1, slack3, slack1 = _two_hop(
+            pos, ei, nodes.index_select(0, sub), Rn.index_select(0, sub), mom, tie_dist)
         s_, r_, u_ = sign[sub], rl[sub], und[sub]
+        s_, r_, u_ = _decide(s_, r_, u_, c1, mom[19].index_select(0, nodes[sub]), rho1, 1,
+                             radn[sub], 1)
         s_, r_, u_ = _decide(s_, r_, u_, m3, cnt, rho, 3, radn[sub], 2, slack3)
         s_, r_, u_ = _decide(s_, r_, u_, m1, cnt, rho, 1, radn[sub], 3, slack1)
         sign[sub], rl[sub], und[sub] = s_, r_, u_
@@ -406,74 +403,70 @@ def _contract(E: torch.Tensor, S2: torch.Tensor, S3: torch.Tensor
     return e2, (y3 * Et).sum(1)
 
 
-def _two_hop(pos, ei, q, e, tie_dist):
-    """Third and first moments along the axes ``e`` ``(s, d, d)`` of the nodes ``q`` over
-    their two-hop multisets (each neighbour ``j`` and ``j``'s neighbours, offsets from the
-    node), from per-neighbour moment tensors: no second search. Returns
-    ``(m3, m1, count, rms, slack3, slack1)``, the slacks bounding how much the k-NN ties of
-    the neighbours can change ``m3`` / ``m1`` (two points of reach ``|b| + tie_dist``)."""
-    n, dim = pos.shape
+def _axis_moments(e: torch.Tensor, mom: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``(e.S1, S2[e, e], S3[e, e, e])`` for axes ``e`` ``(..., 3)`` and packed moments
+    ``mom`` ``(..., 19+)`` (2nd: xx xy xz yy yz zz, 3rd: as in :func:`_pca3`, 1st: x y z)."""
+    ex, ey, ez = e[..., 0], e[..., 1], e[..., 2]
+    T = [mom[..., c] for c in range(19)]
+    s2 = (T[0] * ex * ex + T[3] * ey * ey + T[5] * ez * ez
+          + 2 * (T[1] * ex * ey + T[2] * ex * ez + T[4] * ey * ez))
+    t = T[6:16]
+    s3 = (t[0] * ex * ex * ex + t[6] * ey * ey * ey + t[9] * ez * ez * ez
+          + 3 * (t[1] * ex * ex * ey + t[2] * ex * ex * ez + t[3] * ex * ey * ey
+                 + t[5] * ex * ez * ez + t[7] * ey * ey * ez + t[8] * ey * ez * ez)
+          + 6 * t[4] * ex * ey * ez)
+    s1 = T[16] * ex + T[17] * ey + T[18] * ez
+    return s1, s2, s3
+
+
+def _two_hop(pos, ei, q, e, mom, tie_dist):
+    """Moments along the axes ``e`` ``(s, 3, 3)`` of the nodes ``q``: over their two-hop
+    multisets (each neighbour ``j`` itself, weight 1, and ``j``'s neighbourhood with ``j``'s
+    weights, offsets from the node), from the per-node moments ``mom`` ``(20, N)`` of
+    :func:`_pca3` (no second search), and the nodes' own first moments. Returns
+    ``(m3, m1, count, rms, own m1, own rms, slack3, slack1)``, the slacks bounding how much
+    the k-NN ties of the neighbours can change ``m3`` / ``m1`` (two points of reach
+    ``|b| + tie_dist``; None without ``tie_dist``)."""
+    n = pos.shape[0]
     s = q.numel()
+    mq = mom.index_select(1, q).t()  # (s, 20)
+    c1 = _axis_moments(e, mq[:, None, :])[0]  # own first moment per axis (s, 3)
+    wq = mq[:, 19]
+    rho1 = ((mq[:, 0] + mq[:, 3] + mq[:, 5]) / torch.where(wq > 0, wq, torch.ones_like(wq))
+            ).clamp_min(0).sqrt()
     loc = torch.full((n,), -1, dtype=torch.long, device=pos.device)
     loc[q] = torch.arange(s, device=pos.device)
     li = loc.index_select(0, ei[1])
-    keep = li >= 0
-    li, jj = li[keep], ei[0][keep]  # first hop: node q[li] <- neighbour jj
-    want = torch.zeros(n, dtype=torch.bool, device=pos.device)
-    want[jj] = True
-    wj = want.nonzero().flatten()
-    wl = torch.full((n,), -1, dtype=torch.long, device=pos.device)
-    wl[wj] = torch.arange(wj.numel(), device=pos.device)
-    nw = wj.numel()
-    # moment tensors of each wanted neighbour's own neighbourhood, about that neighbour
-    cnt = pos.new_zeros(nw)
-    S1, S2, S3 = pos.new_zeros(nw, dim), pos.new_zeros(nw, dim * dim), pos.new_zeros(
-        nw, dim ** 3)
-    tgt = wl.index_select(0, ei[1])
-    sel = (tgt >= 0).nonzero().flatten()
-    for lo in range(0, sel.numel(), _CLOUD_CHUNK):
-        ed = sel[lo: lo + _CLOUD_CHUNK]
-        t = tgt.index_select(0, ed)
-        u = pos.index_select(0, ei[0].index_select(0, ed)) - pos.index_select(
-            0, ei[1].index_select(0, ed))
-        uu = u[:, :, None] * u[:, None, :]
-        cnt.index_add_(0, t, torch.ones_like(u[:, 0]))
-        S1.index_add_(0, t, u)
-        S2.index_add_(0, t, uu.reshape(-1, dim * dim))
-        S3.index_add_(0, t, (uu[:, :, :, None] * u[:, None, None, :]).reshape(-1, dim ** 3))
-    # per node: sum over its neighbours j of the moment tensors of {j} + N(j) about the node
-    # (offsets b + u, b = p_j - p_i); contracted with the node's axes once at the end
-    T1, T2, T3 = pos.new_zeros(s, dim), pos.new_zeros(s, dim * dim), pos.new_zeros(
-        s, dim ** 3)
+    keep = (li >= 0).nonzero().flatten()
+    li, jj = li.index_select(0, keep), ei[0].index_select(0, keep)  # node q[li] <- jj
+    m3 = pos.new_zeros(s, 3)
+    m1 = pos.new_zeros(s, 3)
     tot = pos.new_zeros(s)
-    for lo in range(0, li.numel(), _CLOUD_CHUNK):
-        a, j = li[lo: lo + _CLOUD_CHUNK], jj[lo: lo + _CLOUD_CHUNK]
-        w = wl.index_select(0, j)
-        b = pos.index_select(0, j) - pos.index_select(0, q.index_select(0, a))
-        c = cnt.index_select(0, w)[:, None] + 1
-        s1, s2 = S1.index_select(0, w), S2.index_select(0, w).view(-1, dim, dim)
-        bb = b[:, :, None] * b[:, None, :]
-        x2 = s2 + 2 * b[:, :, None] * s1[:, None, :] + c[:, :, None] * bb
-        x3 = (S3.index_select(0, w).view(-1, dim, dim, dim)
-              + 3 * b[:, :, None, None] * s2[:, None]
-              + 3 * bb[:, :, :, None] * s1[:, None, None, :]
-              + c[:, :, None, None] * bb[:, :, :, None] * b[:, None, None, :])
-        T1.index_add_(0, a, s1 + c * b)
-        T2.index_add_(0, a, x2.reshape(-1, dim * dim))
-        T3.index_add_(0, a, x3.reshape(-1, dim ** 3))
-        tot.index_add_(0, a, c[:, 0])
-    m1 = torch.einsum("sab,sb->sa", e, T1)
-    m3 = _contract(e, T2, T3)[1]
-    sq = T2.view(s, dim, dim).diagonal(dim1=1, dim2=2).sum(1)
-    rho = (sq / tot.clamp_min(1)).clamp_min(0).sqrt()
+    sq = pos.new_zeros(s)
     slack3 = slack1 = None
     if tie_dist is not None:
-        reach = (pos.index_select(0, jj) - pos.index_select(0, q.index_select(0, li))).norm(
-            dim=1) + tie_dist.index_select(0, jj)
-        reach = torch.where(tie_dist.index_select(0, jj) > 0, reach, torch.zeros_like(reach))
-        slack3 = pos.new_zeros(s).index_add_(0, li, 2 * reach ** 3)
-        slack1 = pos.new_zeros(s).index_add_(0, li, 2 * reach)
-    return m3, m1, tot, rho, slack3, slack1
+        slack3, slack1 = pos.new_zeros(s), pos.new_zeros(s)
+    for lo in range(0, li.numel(), _CLOUD_CHUNK):
+        a, j = li[lo: lo + _CLOUD_CHUNK], jj[lo: lo + _CLOUD_CHUNK]
+        b = pos.index_select(0, j) - pos.index_select(0, q.index_select(0, a))
+        mj = mom.index_select(1, j).t()  # (E, 20)
+        E = e.index_select(0, a)  # (E, 3 axes, 3)
+        s1, s2, s3 = _axis_moments(E, mj[:, None, :])
+        eb = (E * b[:, None, :]).sum(-1)
+        c = mj[:, 19:20]
+        m3.index_add_(0, a, (1 + c) * eb ** 3 + s3 + 3 * eb * s2 + 3 * eb * eb * s1)
+        m1.index_add_(0, a, (1 + c) * eb + s1)
+        tot.index_add_(0, a, 1 + c[:, 0])
+        bb = (b * b).sum(1)
+        sq.index_add_(0, a, (1 + c[:, 0]) * bb + mj[:, 0] + mj[:, 3] + mj[:, 5]
+                      + 2 * (b * mj[:, 16:19]).sum(1))
+        if tie_dist is not None:
+            td = tie_dist.index_select(0, j)
+            reach = torch.where(td > 0, bb.sqrt() + td, torch.zeros_like(td))
+            slack3.index_add_(0, a, 2 * reach ** 3)
+            slack1.index_add_(0, a, 2 * reach)
+    rho = (sq / tot.clamp_min(1)).clamp_min(0).sqrt()
+    return m3, m1, tot, rho, c1, rho1, slack3, slack1
 
 
 def _cloud_tensors(pos, cid, cen, c):

@@ -134,11 +134,13 @@ def pca(
 
     0. ``third_moment``: :math:`\sum_j w_{ij} (e \cdot d_{ij})^3` over the neighbourhood
        (offsets from the node itself, for both centring options), the rule used alone before;
-    1. ``first_moment``: :math:`\sum_j e \cdot d_{ij}` (the direction to the neighbourhood's
-       centroid);
-    2. ``two_hop_third_moment`` and 3. ``two_hop_first_moment``: the same moments over the
-       two-hop multiset (every neighbour ``j`` and ``j``'s own neighbours, offsets from ``i``;
-       a neighbourhood about twice as wide, from per-node moment tensors, no second search);
+    1. ``first_moment``: :math:`\sum_j w_{ij} e \cdot d_{ij}` (the direction to the
+       neighbourhood's weighted centroid);
+    2. ``two_hop_third_moment`` and 3. ``two_hop_first_moment``: the third and first moments
+       over the two-hop multiset (every neighbour ``j`` with weight 1 and ``j``'s own
+       neighbourhood with ``j``'s weights, offsets from ``i``; about twice as wide, computed
+       from the per-node moments of the first pass, no second search; ``d = 3`` only, like
+       rule 1);
     4. ``cloud_third_moment`` and 5. ``cloud_first_moment``: over the node's whole cloud
        (its batch element; pass ``batch`` when ``edge_index`` holds several clouds), i.e.
        the skew of the cloud seen from the node and the direction to the cloud's centroid;
@@ -160,7 +162,7 @@ def pca(
     nodes that need them. Hence ``pca(g x + t) = pca(x) g^T`` for every ``g`` in O(3)
     (determinants may be ``-1``; no handedness is imposed) wherever ``ambiguous`` is False,
     and frames are invariant to translations and to scaling (for ``k`` / ``edge_index``
-    neighbourhoods; a radius ``r`` does not scale). The tie-break rules are unweighted.
+    neighbourhoods; a radius ``r`` does not scale).
 
     **Other sources of broken symmetry.** ``ambiguous`` also flags nodes whose eigenvalues
     nearly coincide (``rel_gap < GAP_TOL``: the axes may turn in their plane) and, for ``k``
@@ -266,17 +268,18 @@ def pca(
     grad = torch.is_grad_enabled() and (
         pos.requires_grad or (isinstance(weight, torch.Tensor) and weight.requires_grad))
     if pos.shape[1] == 3:
-        R, vals, rel_skew, s3, ms, W = _pca3(pos_s, ei, weight, center, grad=grad,
-                                              unit_exp=e0)
+        R, vals, rel_skew, s3, ms, W, mom = _pca3(pos_s, ei, weight, center, grad=grad,
+                                                   unit_exp=e0)
         tau0 = sign_threshold(ms.detach().sqrt(), pos_s.detach().norm(dim=1))
         R, vals, rel_skew, s3, tau0, vals_exp = _rescue_small_neighbourhoods(
             pos, pos_s, ei, weight, center, grad, e0, extent,
             (R, vals, rel_skew, s3, tau0, ms, W))
     else:
         R, vals, rel_skew, s3, ms = _pca_general(pos_s, ei, weight, center, unit_exp=e0)
+        mom = None
         tau0 = sign_threshold(ms.detach().sqrt(), pos_s.detach().norm(dim=1))
         vals_exp = None
-    flip, rule = tie_break(pos_s, R, s3, tau0, ei, batch, ties)
+    flip, rule = tie_break(pos_s, R, s3, tau0, ei, batch, ties, mom)
     ties = None if ties is None else ties > 0
     R = R * flip[:, :, None]
     frames = Frames(R)
@@ -321,7 +324,7 @@ def _rescue_small_neighbourhoods(pos, pos_s, ei, weight, center, grad, e0, exten
     if not bool(flag.any()):
         return R, vals, rel_skew, s3, tau0, None
     w_sub = weight[emask] if isinstance(weight, torch.Tensor) else weight
-    R2, vals2, skew2, s32, ms2, _ = _pca3(base, sub, w_sub, center, grad=grad,
+    R2, vals2, skew2, s32, ms2, _, _ = _pca3(base, sub, w_sub, center, grad=grad,
                                           node_exp=-en, unit_exp=eb)
     f = flag[:, None]
     R = torch.where(flag[:, None, None], R2, R)

@@ -37,6 +37,9 @@ def test_reps_and_frames_quick_write_tables(tmp_path, capsys):
         assert (tmp_path / f"{suite}.png").stat().st_size > 0
     out = capsys.readouterr().out
     assert "speed-up vs e3nn" in out and "| contender |" in out
+    # the frame-change table: floor (the gather alone), reference and fused, both passes
+    for name in ("floor fwd", "reference fwd+bwd", "fused fwd", "x floor"):
+        assert name in out
     assert "default allocator]" in out and "tuned" not in out
 
 
@@ -252,6 +255,8 @@ def test_layers_and_e2e_quick(tmp_path):
         bench_main([suite, "--quick", "--out", str(tmp_path)])
         assert (tmp_path / f"{suite}.csv").stat().st_size > 0
     assert (tmp_path / "e2e_curves.png").stat().st_size > 0
+    with open(tmp_path / "layers.csv") as f:
+        assert "floor (gather x[src] alone)" in {r["contender"] for r in csv.DictReader(f)}
 
 
 def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):

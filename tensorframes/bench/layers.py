@@ -114,6 +114,11 @@ def run(quick: bool = False, device: str = "cpu", repeats: int | None = None) ->
     def fwd_generic():
         return generic(x, pos, edge_index, frames=frames, edge_frames=edge_frames)
 
+    src = edge_index[0]
+
+    def fwd_floor():  # the gather every implementation does at least once: x[src], fresh output
+        return x.index_select(0, src)
+
     def train_step(fwd):
         def step():
             fwd().square().mean().backward()
@@ -126,6 +131,7 @@ def run(quick: bool = False, device: str = "cpu", repeats: int | None = None) ->
             "wrapped": fwd_wrapped,
             "wrapped (no EdgeFrames)": fwd_wrapped_uncached,
             "wrapped, generic path": fwd_generic,
+            "floor (gather x[src] alone)": fwd_floor,
         },
         repeats=repeats,
         device=device,
@@ -137,6 +143,7 @@ def run(quick: bool = False, device: str = "cpu", repeats: int | None = None) ->
             "wrapped": train_step(fwd_wrapped),
             "wrapped (no EdgeFrames)": train_step(fwd_wrapped_uncached),
             "wrapped, generic path": train_step(fwd_generic),
+            "floor (gather x[src] alone)": train_step(fwd_floor),
         },
         repeats=repeats,
         device=device,
@@ -148,6 +155,7 @@ def run(quick: bool = False, device: str = "cpu", repeats: int | None = None) ->
         "wrapped": saved_activation_bytes(fwd_wrapped),
         "wrapped (no EdgeFrames)": saved_activation_bytes(fwd_wrapped_uncached),
         "wrapped, generic path": saved_activation_bytes(fwd_generic),
+        "floor (gather x[src] alone)": saved_activation_bytes(fwd_floor),
     }
     for name in fwd_timings:
         f, b = fwd_timings[name], bwd_timings[name]

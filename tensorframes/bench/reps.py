@@ -7,6 +7,14 @@ Baseline: e3nn 0.6 doing the same work the way an e3nn user would,
 matrices (the dense matrices of all 320,000 would not fit in memory for the larger cases).
 Contenders: ``tensorframes.Irreps.transform`` and ``tensorframes.TensorReps.transform``
 (Cartesian tensors of the same orders).
+
+Second table, the frame change of message passing as layers run it: 320,000 edges between
+20,000 random O(3) frames (``quick``: 32,000 and 2,000), work = gather ``x[src]``,
+``R_i R_j^T``, transform, forward and forward + backward (gradient to ``x``). Contenders, all
+interleaved: the *floor* (``x.index_select(0, src)`` into a fresh output of the same size, and
+its backward: what every implementation does at least once), today's pure-torch *reference*
+(:func:`tensorframes.reps._fused.frame_change_reference`) and the *fused* path
+(:func:`tensorframes.reps._fused.frame_change`). Ratios are medians of per-round ratios.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from functools import partial
 import torch
 
 from ..reps import Irreps, TensorReps
+from ..reps._fused import frame_change, frame_change_reference
 from ..testing import random_orthogonal
 from ._harness import format_seconds, markdown_table, time_interleaved
 
@@ -90,6 +99,67 @@ def run(quick: bool = False, device: str = "cpu", repeats: int | None = None) ->
     return rows
 
 
+#: (nodes, edges) of the frame-change table
+FRAME_CHANGE_SIZES = {False: (20_000, 320_000), True: (2_000, 32_000)}
+
+
+def _frame_change_contenders(reps, R, src, dst, gen, device) -> dict[str, Callable[[], object]]:
+    n, e = R.shape[0], src.shape[0]
+    x = torch.randn(n, reps.dim, generator=gen).to(device)
+    xg = x.clone().requires_grad_()
+    g = torch.randn(e, reps.dim, generator=gen).to(device)
+
+    def backward(y):
+        y.backward(g)
+        xg.grad = None
+
+    def ref(x):
+        return frame_change_reference(reps, x, src, R_src=R, dst=dst)
+
+    def fused(x):
+        return frame_change(reps, x, src, R_src=R, dst=dst)
+
+    return {
+        "floor fwd": partial(torch.index_select, x, 0, src),
+        "reference fwd": partial(ref, x),
+        "fused fwd": partial(fused, x),
+        "floor fwd+bwd": lambda: backward(xg.index_select(0, src)),
+        "reference fwd+bwd": lambda: backward(ref(xg)),
+        "fused fwd+bwd": lambda: backward(fused(xg)),
+    }
+
+
+def run_frame_change(quick: bool = False, device: str = "cpu",
+                     repeats: int | None = None) -> list[dict]:
+    """Time floor, reference and fused frame change (forward, forward + backward)."""
+    n, e = FRAME_CHANGE_SIZES[bool(quick)]
+    gen = torch.Generator().manual_seed(1)
+    R = random_orthogonal(n, 3, generator=gen, dtype=torch.float32).to(device)
+    src = torch.randint(0, n, (e,), generator=gen).to(device)
+    dst = torch.randint(0, n, (e,), generator=gen).to(device)
+    rows = []
+    for reps in (Irreps(CASES[0][0]), TensorReps(CASES[0][1])):
+        contenders = _frame_change_contenders(reps, R, src, dst, gen, device)
+        timings = time_interleaved(contenders, repeats=repeats or 3, device=device,
+                                   desc=f"frame change {reps}")
+        for name, t in timings.items():
+            kind, pass_ = name.split(" ")
+            floor, reference = timings[f"floor {pass_}"], timings[f"reference {pass_}"]
+            rows.append({
+                "edges": e,
+                "contender": f"{type(reps).__name__}({reps}) {name}",
+                "x floor": f"{floor.speedup_over(t):.2f}",
+                "speed-up vs reference": f"{t.speedup_over(reference):.2f}x",
+                "median": format_seconds(t.median),
+                "min": format_seconds(t.min),
+                "max": format_seconds(t.max),
+                "median_s": t.median,
+            })
+    return rows
+
+
+FRAME_CHANGE_COLUMNS = ["edges", "contender", "x floor", "speed-up vs reference", "median",
+                        "min", "max"]
 COLUMNS = ["matrices", "contender", "speed-up vs e3nn", "median", "min", "max"]
 #: columns that name a row, and its ratios (``--tuned-allocator``'s side-by-side table)
 KEY_COLUMNS = ["matrices", "contender"]
@@ -102,4 +172,8 @@ def main(quick: bool = False, device: str = "cpu") -> list[dict]:
     rows = run(quick=quick, device=device)
     print(f"## reps: frame-change transforms on random O(3) matrices (baseline: {BASELINE})\n")
     print(markdown_table(rows, COLUMNS))
-    return rows
+    fc = run_frame_change(quick=quick, device=device)
+    print("\n## reps: frame change per edge, gather + R_i R_j^T + transform (baseline: the "
+          "pure-torch reference; 'x floor': times the gather alone)\n")
+    print(markdown_table(fc, FRAME_CHANGE_COLUMNS))
+    return rows + fc

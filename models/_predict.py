@@ -11,8 +11,11 @@ How close the tiled result is to the untiled one depends on the model's receptiv
 
 * ``arch="pca"``: exact (equal to round-off): a point's ``k`` nearest neighbours in the whole
   cloud lie within one hop, so its neighbourhood in tile + halo is the same (up to ties between
-  equidistant neighbours). Two hops are used, so that sign tie-breaks that look at a somewhat
-  wider neighbourhood are covered as well.
+  equidistant neighbours); the halo has two hops, so the two-hop sign rules of
+  :func:`tensorframes.frames.pca` see the same points too. Exception: points whose axis signs
+  only the *cloud-wide* rules decide (``PCAInfo.sign_rule`` 4-5: exactly symmetric two-hop
+  neighbourhoods, on noise-free CAD-like shapes) see the tile + halo as their cloud and may get
+  the other sign there (unoriented normals are unaffected; the PCA-frame networks are).
 * ``arch="tp"``: exact: ``num_layers`` message-passing hops on the k-NN graph; the halo has as
   many hops.
 * ``arch="pointnet2"``: approximate. Farthest-point sampling is global (which points become

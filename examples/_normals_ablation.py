@@ -32,6 +32,7 @@ import sys
 import time
 import traceback
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch_geometric.data import Dataset
@@ -150,14 +151,19 @@ def run_ablation(
     resume: bool = False,
     preset: str = "custom",
     groups: Mapping[str, Sequence[str]] | None = None,
+    per_arch: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> int:
     """Train every row once per seed on the data of ``base``; write and print the table.
+
+    ``per_arch`` overrides :class:`Config` fields of ``base`` for the rows of one architecture
+    (e.g. more epochs for the cheaper one); rows are compared within an architecture.
 
     ``groups`` names rows whose parameter counts should agree (printed with their relative
     spread, a warning above :data:`SPREAD_LIMIT`). Returns 1 if a (row, seed) failed, else 0.
     """
     t_start = time.perf_counter()
     seeds = [int(s) for s in seeds]
+    per_arch = {arch: dict(fields) for arch, fields in (per_arch or {}).items()}
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
     base_cfg = Config(**base)
@@ -192,7 +198,7 @@ def run_ablation(
             row.status, row.reason = "skipped", f"{type(err).__name__}: {err}"
             _log(f"   SKIPPED (not buildable in this checkout): {row.reason}")
             results.append(row)
-            _write(out, preset, base_cfg, seeds, results, groups, t_start, datasets)
+            _write(out, preset, base_cfg, seeds, results, groups, t_start, datasets, per_arch)
             continue
         row.parameters = count_parameters(model)
         _log(f"   {row.parameters:,} parameters")
@@ -200,11 +206,13 @@ def run_ablation(
             row.runs.append(_evaluate_once(model, base_cfg, datasets[1], device))
         else:
             for seed in seeds:
-                row.runs.append(_run_seed(row, seed, base, out, resume, datasets))
+                row.runs.append(_run_seed(row, seed, {**base, **per_arch.get(row.arch, {})},
+                                          out, resume, datasets))
         _aggregate_row(row)
         results.append(row)
-        _write(out, preset, base_cfg, seeds, results, groups, t_start, datasets)
-    header, table, notes = _write(out, preset, base_cfg, seeds, results, groups, t_start, datasets)
+        _write(out, preset, base_cfg, seeds, results, groups, t_start, datasets, per_arch)
+    header, table, notes = _write(out, preset, base_cfg, seeds, results, groups, t_start,
+                                  datasets, per_arch)
     wall = time.perf_counter() - t_start
     print(f"\n{header}\n\n{table}\n\n{notes}\ntotal wall time {wall:.0f} s")
     plot_ablation(results, osp.join(out, "ablation.png"), title=f"preset {preset}")
@@ -357,12 +365,14 @@ def _write(
     groups: Mapping[str, Sequence[str]] | None,
     t_start: float,
     datasets: tuple[Dataset, Dataset],
+    per_arch: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[str, str, str]:
     """Write ``table.md``, ``results.csv`` and ``results.json`` for the rows done so far."""
     header = (
         f"Normal regression ablation, preset `{preset}`: {cfg.data} data ({len(datasets[0])} "
         f"train / {len(datasets[1])} test clouds, {cfg.num_points} points, noise {cfg.noise}), "
-        f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr}, seeds "
+        f"{cfg.epochs} epochs{_per_arch_text(per_arch)}, batch {cfg.batch_size}, lr {cfg.lr}, "
+        "seeds "
         f"{', '.join(map(str, seeds))}. Errors: unoriented mean angle in degrees, mean ± sample "
         f"standard deviation over the seeds; rotated = one random O(3) element per test cloud "
         f"(reflections included, eval seed {cfg.eval_seed}); equivariance error = mean angle "
@@ -380,6 +390,7 @@ def _write(
             "preset": preset,
             "config": cfg.to_dict(),
             "seeds": list(seeds),
+            "per_arch": {k: dict(v) for k, v in (per_arch or {}).items()},
             "rows": [dataclasses.asdict(r) for r in results],
             "parameter_spread": spreads,
             "wall_time_s": time.perf_counter() - t_start,
@@ -388,6 +399,14 @@ def _write(
         },
     )
     return header, table, notes
+
+
+def _per_arch_text(per_arch: Mapping[str, Mapping[str, Any]] | None) -> str:
+    parts = [
+        f"{arch}: " + ", ".join(f"{k} {v}" for k, v in fields.items())
+        for arch, fields in (per_arch or {}).items() if fields
+    ]
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _csv_rows(results: Sequence[AblationRow]) -> list[dict]:

@@ -158,14 +158,15 @@ PRESETS = {
         "options": {"pca": {"k": 16}, "pointnet2": {}, "tp": {}},
         "rows": ROWS,
     },
-    # 22 trained rows x 3 seeds = 66 runs on the quick preset's data, 5 epochs (160 steps),
-    # evaluated after the last one only. Estimated 35-45 minutes on 2 idle cores: one epoch of
-    # every model timed single-threaded (CPU time, 64 clouds), scaled by the PCA-frame
-    # PointNet++'s measured 2-thread epoch in the quick preset (2.5-3.2 s); DGCNN costs ~3x
-    # PointNet++ per epoch, so the DGCNN rows take ~3/4 of the time.
+    # 22 trained rows x 3 seeds = 66 runs on the quick preset's data, evaluated after the last
+    # epoch only: DGCNN 5 epochs (160 steps), PointNet++ 10 (it costs ~1/3 of DGCNN per epoch).
+    # Estimated 45-60 minutes on 2 idle cores: one epoch of every model timed single-threaded
+    # (CPU time, 64 clouds), scaled by the PCA-frame PointNet++'s measured 2-thread epoch in the
+    # quick preset (2.5-3.2 s).
     "ablation": {
-        "description": "message types, frame refinement and controls, 3 seeds; 35-45 minutes",
+        "description": "message types, frame refinement and controls, 3 seeds; 45-60 minutes",
         "config": dict(_QUICK_DATA, epochs=5, eval_every=5),
+        "per_arch": {"pointnet2": {"epochs": 10, "eval_every": 10}},
         "options": {"pca": {"k": 16}},
         "rows": ABLATION_ROWS,
         "seeds": (0, 1, 2),
@@ -235,7 +236,7 @@ def run_compare(args: argparse.Namespace) -> int:
     preset = PRESETS[args.preset]
     out = args.out or osp.join("runs", f"compare_{args.preset}")
     base = dict(preset["config"])
-    for name in ("data", "root", "epochs", "device", "threads", "progress"):
+    for name in ("data", "root", "epochs", "device", "threads", "progress", "cache"):
         value = getattr(args, name, None)
         if value is not None:
             base[name] = value
@@ -249,6 +250,8 @@ def run_compare(args: argparse.Namespace) -> int:
             resume=bool(args.resume),
             preset=args.preset,
             groups=MESSAGE_ROWS,
+            # an explicit --epochs applies to every architecture
+            per_arch=None if getattr(args, "epochs", None) is not None else preset.get("per_arch"),
         )
     return compare(base, rows, out=out, resume=bool(args.resume), preset=args.preset)
 

@@ -225,17 +225,6 @@ def _forward_chunk(reps: Reps, plan: tuple[_Block, ...], yc: torch.Tensor,
             v.copy_(_apply_block(reps, b, v, mats, sign))
 
 
-def _reference_chunk(reps: Reps, plan: tuple[_Block, ...], xc: torch.Tensor,
-                     rel: torch.Tensor, closed_d2: bool = False) -> list[torch.Tensor]:
-    """Out-of-place, differentiable form of :func:`_forward_chunk`: one tensor per block."""
-    mats, sign = _chunk_matrices(reps, plan, rel, closed_d2)
-    out = []
-    for b in plan:
-        v = _block_view(xc, b)
-        out.append(v if b.kind == "id" else _apply_block(reps, b, v, mats, sign))
-    return out
-
-
 def _chunk_size(device: torch.device) -> int:
     return CHUNK_CPU if device.type == "cpu" else CHUNK_CUDA
 
@@ -288,7 +277,11 @@ class _FrameChange(torch.autograd.Function):
             dst_c = None if dst is None else dst[c0:c1]
             g = grad_out[c0:c1]
             with torch.enable_grad():
-                xc = x.index_select(0, src_c).requires_grad_(need_x)
+                # one leaf per block (views of the gathered chunk): the gradient of a slice of
+                # one leaf would zero-fill and accumulate a full (c, dim) buffer per block
+                xc = x.index_select(0, src_c)
+                vs = [_block_view(xc, b).detach().requires_grad_(need_x and b.kind != "id")
+                      for b in plan]
                 if rel is not None:
                     leaves = [rel[c0:c1].detach().requires_grad_(need_rel)]
                     rel_c = leaves[0]
@@ -297,16 +290,25 @@ class _FrameChange(torch.autograd.Function):
                     Rs_c = R_src.index_select(0, src_c).requires_grad_(need_rs)
                     leaves = [Rs_c, Rd_c]
                     rel_c = torch.matmul(Rd_c, Rs_c.transpose(-1, -2))
-                pieces = _reference_chunk(reps, plan, xc, rel_c)
-                grads = [_block_view(g, b) for b in plan]
-                inputs = [xc, *leaves]
-                wanted = [t for t in inputs if t.requires_grad]
-                live = [(p, q) for p, q in zip(pieces, grads) if p.requires_grad]
+                mats, sign = _chunk_matrices(reps, plan, rel_c)
+                live, wanted = [], [t for t in leaves if t.requires_grad]
+                for b, v in zip(plan, vs):
+                    if b.kind != "id":
+                        y = _apply_block(reps, b, v, mats, sign)
+                        if y.requires_grad:
+                            live.append((y, _block_view(g, b)))
+                        if v.requires_grad:
+                            wanted.append(v)
                 res = torch.autograd.grad([p for p, _ in live], wanted, [q for _, q in live],
                                           allow_unused=True) if live else [None] * len(wanted)
             res = dict(zip(map(id, wanted), res))
-            if need_x and res.get(id(xc)) is not None:
-                gx.index_add_(0, src_c, res[id(xc)])
+            if need_x:
+                gx_c = torch.empty_like(xc)
+                for b, v in zip(plan, vs):
+                    r = _block_view(g, b) if b.kind == "id" else res.get(id(v))
+                    view = _block_view(gx_c, b)
+                    view.copy_(r) if r is not None else view.zero_()
+                gx.index_add_(0, src_c, gx_c)
             if rel is not None:
                 if need_rel and res.get(id(leaves[0])) is not None:
                     g_rel[c0:c1] = res[id(leaves[0])]

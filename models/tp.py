@@ -8,8 +8,11 @@ Gaunt), nonlinearities act on scalars and gate the norms of higher irreps. The o
 Edge lengths enter the radial features in units of the receiving point's neighbourhood radius
 (its distance to its ``k``-th neighbour), so the network sees the same radial inputs at any
 sampling density and any scale; the neighbourhood radius is invariant under O(3) and
-translations, so equivariance is untouched. (Earlier versions used units of the cloud's RMS
-radius: trained at 256 points, the error doubled at 2,048, where edges are ~2.8x shorter.)
+translations, so equivariance is untouched. Earlier versions used units of the cloud's RMS
+radius: trained at 256 points (quick preset), the error went from 12.98 to 38.46 degrees at
+2,048 points, where edges are ~2.8x shorter; with this scale (6 of 16 epochs trained) it goes
+from 14.34 to 20.69. What remains is the receptive field: three hops of 16 neighbours cover a
+~2.8x smaller patch at 8x the points.
 """
 
 from __future__ import annotations

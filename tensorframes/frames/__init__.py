@@ -13,7 +13,7 @@ from ._frames import Frames
 from ._gram_schmidt import gram_schmidt
 from ._learned import LearnedFrames
 from ._neighbours import three_nn
-from ._pca import AMBIGUITY_THRESHOLD, PCAInfo, pca
+from ._pca import AMBIGUITY_THRESHOLD, SIGN_RULES, SIGN_TOL, PCAInfo, pca
 from ._update import FrameUpdate
 
 __all__ = [
@@ -22,6 +22,8 @@ __all__ = [
     "Frames",
     "LearnedFrames",
     "PCAInfo",
+    "SIGN_RULES",
+    "SIGN_TOL",
     "gram_schmidt",
     "identity",
     "pca",

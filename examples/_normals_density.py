@@ -52,7 +52,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "density",
         help="error against points per cloud for trained runs",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        description=__doc__.split("\n\n")[2] if __doc__ else None,
     )
     p.add_argument("runs", nargs="+", metavar="RUN",
                    help="compare or train output folders (with checkpoint.pt files)")

@@ -93,3 +93,30 @@ def test_headline():
     assert "5.0x faster" in text and "evaluations excluded" in text
     slow = [dict(e, curve=[(40.0, 13.0)]) if e["key"] == "pointnet2_pca" else e for e in ENTRIES]
     assert "does not reach" in headline(accuracy_table(slow), slow)
+
+
+def test_run_reads_a_finished_compare_folder(tmp_path):
+    """``--e2e-from``: the curves come from the folder's per-epoch metrics, nothing is trained."""
+    import json
+
+    def row(key, final, t):
+        return {"key": key, "status": "ok", "train_time_s": t,
+                "metrics": {"given": {"unoriented": {"mean": final}}}}
+
+    rows = [row("pca", 14.0, 0.0), row("tp_cg", 12.0, 100.0), row("pointnet2_pca", 8.0, 40.0)]
+    (tmp_path / "results.json").write_text(json.dumps({"rows": rows}))
+    curves = {"tp_cg": [(50.0, 13.0), (100.0, 12.0)],
+              "pointnet2_pca": [(10.0, 13.5), (20.0, 11.5), (40.0, 8.0)]}
+    for key, curve in curves.items():
+        (tmp_path / key).mkdir()
+        (tmp_path / key / "metrics.json").write_text(json.dumps(
+            [{"train_time_s": t, "test_unoriented_mean": e} for t, e in curve]))
+    table, entries = e2e.run(reuse=str(tmp_path))
+    by_key = {e["key"]: e for e in entries}
+    assert by_key["pointnet2_pca"]["curve"] == [tuple(p) for p in curves["pointnet2_pca"]] or \
+        by_key["pointnet2_pca"]["curve"] == [list(p) for p in curves["pointnet2_pca"]]
+    assert by_key["dgcnn_pca"]["status"] == "missing"
+    text = headline(table, entries)
+    assert "5.0x" in text  # TP trains 100 s; PointNet++ reaches 12.0 after 20 s
+    with pytest.raises(ValueError, match="results.json"):
+        e2e.run(reuse=str(tmp_path / "nothing"))

@@ -99,6 +99,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--tuned-allocator", action="store_true",
                         help="also run the suite in a child process whose glibc malloc keeps "
                              "freed memory, and show both numbers side by side")
+    parser.add_argument("--e2e-from", metavar="DIR",
+                        help="e2e: read the runs of a finished `python -m examples.normals "
+                             "compare --preset quick` folder (same data and schedule) instead "
+                             "of training them again")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device cuda: no CUDA device is available to torch {torch.__version__} "
@@ -112,7 +116,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     for suite in suites:
         start = time.perf_counter()
         module = importlib.import_module(f"tensorframes.bench.{suite}")
-        extra = {"out": args.out} if "out" in inspect.signature(module.main).parameters else {}
+        params = inspect.signature(module.main).parameters
+        extra = {"out": args.out} if "out" in params else {}
+        if args.e2e_from and "reuse" in params:
+            extra["reuse"] = args.e2e_from
         rows = module.main(quick=args.quick, device=args.device, **extra)
         write_csv(os.path.join(args.out, f"{suite}.csv"), rows)
         _plot(rows, suite, os.path.join(args.out, f"{suite}.png"))

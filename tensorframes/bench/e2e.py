@@ -161,21 +161,32 @@ def _import_compare():
     return _normals_compare
 
 
-def run(quick: bool = False, device: str = "cpu", out: str | None = None
-        ) -> tuple[list[dict], list[dict]]:
+def run(quick: bool = False, device: str = "cpu", out: str | None = None,
+        reuse: str | None = None) -> tuple[list[dict], list[dict]]:
     """Train every model (in ``out/e2e_runs``, else a temporary folder); returns the table's
-    rows (see :func:`accuracy_table`) and the entries they were computed from."""
+    rows (see :func:`accuracy_table`) and the entries they were computed from.
+
+    ``reuse``: a finished ``python -m examples.normals compare --preset quick`` folder (the same
+    data and schedule as the full-size suite; it records an evaluation after every epoch) whose
+    runs are read instead of training again; rows it lacks (DGCNN) are reported missing.
+    """
     comp = _import_compare()
-    base = dict(data="synthetic", noise=0.01, pose="canonical", lr=3e-3, seed=0, eval_seed=1234,
-                device=device, progress=False, **SIZES[quick])
     rows = [*comp.preset_rows(comp.PRESETS["quick"], None), *EXTRA_ROWS]
-    work = out or tempfile.mkdtemp(prefix="tf_e2e_")
-    run_dir = osp.join(work, "e2e_runs")
-    if osp.exists(run_dir):
-        shutil.rmtree(run_dir)
-    status = comp.compare(base, rows, out=run_dir, preset="e2e quick" if quick else "e2e")
-    if status != 0:
-        raise RuntimeError(f"a row failed during training; see {run_dir}")
+    if reuse is not None:
+        run_dir = reuse
+        if not osp.exists(osp.join(run_dir, "results.json")):
+            raise ValueError(f"--e2e-from {run_dir}: no results.json (not a finished compare "
+                             "folder)")
+    else:
+        base = dict(data="synthetic", noise=0.01, pose="canonical", lr=3e-3, seed=0,
+                    eval_seed=1234, device=device, progress=False, **SIZES[quick])
+        work = out or tempfile.mkdtemp(prefix="tf_e2e_")
+        run_dir = osp.join(work, "e2e_runs")
+        if osp.exists(run_dir):
+            shutil.rmtree(run_dir)
+        status = comp.compare(base, rows, out=run_dir, preset="e2e quick" if quick else "e2e")
+        if status != 0:
+            raise RuntimeError(f"a row failed during training; see {run_dir}")
     with open(osp.join(run_dir, "results.json")) as f:
         summary = {r["key"]: r for r in json.load(f)["rows"]}
     entries = []
@@ -221,11 +232,12 @@ def plot(rows: list[dict], path: str) -> None:
     plt.close(fig)
 
 
-def main(quick: bool = False, device: str = "cpu", out: str = "bench_out") -> list[dict]:
-    """Run, print the markdown table and the headline, plot the curves into
-    ``out/e2e_curves.png``, return the rows."""
+def main(quick: bool = False, device: str = "cpu", out: str = "bench_out",
+         reuse: str | None = None) -> list[dict]:
+    """Run (or read ``reuse``, see :func:`run`), print the markdown table and the headline, plot
+    the curves into ``out/e2e_curves.png``, return the rows."""
     os.makedirs(out, exist_ok=True)
-    rows, entries = run(quick=quick, device=device, out=out)
+    rows, entries = run(quick=quick, device=device, out=out, reuse=reuse)
     print("## e2e: time to accuracy (targets: the TP baseline's final error, the PCA normal "
           "estimate's error; times: training wall time only, evaluations excluded, resolution "
           "one epoch)\n")

@@ -309,8 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_flags(e)
 
     c = sub.add_parser("compare", help="train and evaluate every model of a preset; one table")
-    c.add_argument("--preset", default="quick", help="quick (the main job, 7-9 min on 2 cores) | long (20-30 min) | "
-                   "ablation (22 models x 3 seeds, 45-60 min)")
+    c.add_argument("--preset", default="quick",
+                   help="quick (the main job, 7-9 min on 2 cores) | long (20-30 min) | "
+                        "ablation (22 models x 3 seeds, 45-60 min)")
     c.add_argument("--out", help="output folder (default runs/compare_<preset>)")
     c.add_argument(
         "--resume",

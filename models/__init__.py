@@ -32,11 +32,18 @@ Options of the frame-based archs (stored in ``model.options``, so checkpoints re
   (``ValueError`` for plain/augment).
 
 ``models.load(path)`` rebuilds the model of a checkpoint written by
-``python -m examples.normals train`` and loads its weights.
+``python -m examples.normals train`` and loads its weights. ``models.predict_normals(model,
+pos)`` runs any of them on one cloud of any size (spatial tiles with a k-NN halo above
+``tile_points``, every tile normalised like the whole cloud; see its docstring for which models
+tile exactly).
 """
 
 from ._common import MESSAGES
+from ._predict import predict_normals
 from ._registry import ARCHS, FLAVOURS, build, load
 from .baselines import PCABaseline, pca_normals
 
-__all__ = ["ARCHS", "FLAVOURS", "MESSAGES", "PCABaseline", "build", "load", "pca_normals"]
+__all__ = [
+    "ARCHS", "FLAVOURS", "MESSAGES", "PCABaseline", "build", "load", "pca_normals",
+    "predict_normals",
+]

@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## main job: normal regression on the built-in SyntheticShapes, printing the comparison table
-## (6-8 minutes on 2 idle cores; results in runs/compare_quick/)
+## (7-9 minutes on 2 idle cores; results in runs/compare_quick/)
 run: $(STAMP)
 	$(PY) -m examples.normals compare --preset quick
 

@@ -27,7 +27,6 @@ import io
 import math
 import os
 import os.path as osp
-import platform
 import sys
 import time
 import traceback
@@ -53,6 +52,7 @@ from ._normals_io import (
 )
 from ._normals_loop import train
 from ._normals_model import build_model, count_parameters
+from ._normals_report import fmt_time, machine_info, md
 
 __all__ = ["METRICS", "SPREAD_LIMIT", "AblationRow", "SeedRun", "aggregate", "parameter_spread",
            "plot_ablation", "render_ablation_table", "run_ablation", "seed_dir"]
@@ -475,36 +475,3 @@ def _short(row: AblationRow) -> str:
     for prefix in ("PointNet++ ", "DGCNN "):
         label = label.removeprefix(prefix)
     return label if row.status == "ok" else f"{label} [{row.status}]"
-
-
-# =============================================================================== shared helpers
-def md(text: str, limit: int = 160) -> str:
-    """``text`` on one line, ``|`` escaped, cut to ``limit`` characters (a table cell)."""
-    text = " ".join(str(text).split()).replace("|", "\\|")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def fmt_time(seconds: float | None) -> str:
-    """``"42 s"``, or ``"2.5 min"`` from two minutes on (``""`` for ``None``)."""
-    if seconds is None:
-        return ""
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
-
-
-def machine_info() -> dict:
-    """Platform, processor, threads and versions (stored with the results)."""
-    info = {
-        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(), "torch": str(torch.__version__),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    info["processor"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return info

@@ -34,7 +34,7 @@ import traceback
 import torch
 from torch_geometric.data import Dataset
 
-from ._normals_ablation import UNBUILDABLE, fmt_time, machine_info, md, run_ablation
+from ._normals_ablation import UNBUILDABLE, run_ablation
 from ._normals_config import Config
 from ._normals_data import build_datasets
 from ._normals_dist import resolve_device
@@ -52,6 +52,7 @@ from ._normals_io import (
 )
 from ._normals_loop import train
 from ._normals_model import build_model, count_parameters
+from ._normals_report import fmt_time, machine_info, md
 
 #: A row: ``(key, label, arch, flavour, options)``; ``options`` go to ``models.build`` on top
 #: of the preset's options for the arch.

@@ -47,12 +47,20 @@ from typing import NamedTuple
 import torch
 
 from .._math import det_sign
-from ._wigner import _coupling_step, _wigner_D2
+from ._kernel import (
+    kernel_available,
+    kernel_error,
+    kernel_frame_change,
+    kernel_supports,
+    reference_backward,
+)
+from ._wigner import _coupling_step, _d2_coefficients, _wigner_D2
 from .base import Reps, check_matrices
 from .irreps import Irreps
 from .tensorreps import TensorReps
 
-__all__ = ["CHUNK_CPU", "CHUNK_CUDA", "frame_change", "frame_change_reference", "supports_fused"]
+__all__ = ["CHUNK_CPU", "CHUNK_CUDA", "PATHS", "frame_change", "frame_change_reference",
+           "supports_fused"]
 
 #: Edges per chunk on CPU: a chunk's temporaries (gathered frames, matrices, one block's
 #: product) stay within a few MB and are reused by the allocator; smaller chunks multiply the
@@ -60,6 +68,8 @@ __all__ = ["CHUNK_CPU", "CHUNK_CUDA", "frame_change", "frame_change_reference", 
 CHUNK_CPU = 32768
 #: Edges per chunk on other devices (GPU): large enough that kernel launches do not dominate.
 CHUNK_CUDA = 1 << 18
+#: The ``path`` values of :func:`frame_change`.
+PATHS = ("auto", "kernel", "chunked", "reference")
 #: Largest TensorReps order the fused path handles (higher orders fall back to the reference).
 FUSED_MAX_ORDER = 2
 
@@ -117,22 +127,6 @@ def supports_fused(reps: Reps) -> bool:
 
 # -- the constant form of D^2 --------------------------------------------------------------------
 _D2_CACHE: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
-
-
-@functools.cache
-def _d2_coefficients() -> torch.Tensor:
-    """``C`` ``(81, 25)``: ``D^2(R).flatten() = (r r^T).flatten() @ C``, ``r = R.flatten()``.
-
-    Read off the closed form :func:`._wigner._wigner_D2` (a quadratic polynomial in the entries
-    of ``R``) by polarisation: ``C[p p] = D(e_p)`` and, for ``p != q``, half of
-    ``D(e_p + e_q) - D(e_p) - D(e_q)`` on both ``(p, q)`` and ``(q, p)``; exact in float64.
-    """
-    eye = torch.eye(9, dtype=torch.float64)
-    single = _wigner_D2(eye.reshape(9, 3, 3)).reshape(9, 25)
-    pair = _wigner_D2((eye[:, None] + eye[None, :]).reshape(81, 3, 3)).reshape(9, 9, 25)
-    C = (pair - single[:, None] - single[None, :]) / 2
-    C[torch.arange(9), torch.arange(9)] = single
-    return C.reshape(81, 25)
 
 
 def _d2_cast(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -242,7 +236,7 @@ class _FrameChange(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, R_src, R_dst, rel, src, dst, reps, chunk):
-        ctx.reps, ctx.chunk = reps, chunk
+        ctx.reps, ctx.chunk, ctx.mode = reps, chunk, 0 if rel is not None else 1
         ctx.save_for_backward(x, R_src, R_dst, rel, src, dst)
         plan = _plan(reps)
         E = src.shape[0]
@@ -259,8 +253,9 @@ class _FrameChange(torch.autograd.Function):
         return out
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the reference instead
+            return reference_backward(ctx, grad_out)
         x, R_src, R_dst, rel, src, dst = ctx.saved_tensors
         reps, chunk = ctx.reps, ctx.chunk
         plan = _plan(reps)
@@ -333,12 +328,13 @@ def _check_index(index: torch.Tensor, name: str, n: int, device: torch.device) -
 def frame_change(reps: Reps, x: torch.Tensor, src: torch.Tensor, *,
                  R_src: torch.Tensor | None = None, R_dst: torch.Tensor | None = None,
                  dst: torch.Tensor | None = None, rel: torch.Tensor | None = None,
-                 fused: bool | None = None, chunk: int | None = None) -> torch.Tensor:
+                 path: str = "auto", chunk: int | None = None) -> torch.Tensor:
     r"""Messages carried into their targets' frames: ``rho(R_dst[dst] R_src[src]^T) x[src]``.
 
     Give either the node frames ``R_src`` (``(N_src, d, d)``), ``R_dst`` (``(N_dst, d, d)``,
     default ``R_src``) and the targets ``dst``, or the per-edge relative frames ``rel``
-    (``(E, d, d)``, then ``y[e] = rho(rel[e]) x[src[e]]``).
+    (``(E, d, d)``, then ``y[e] = rho(rel[e]) x[src[e]]``), or only ``R_dst`` and ``dst`` for
+    world-frame inputs (``y[e] = rho(R_dst[dst[e]]) x[src[e]]``).
 
     Args:
         reps: the reps of ``x``.
@@ -346,11 +342,14 @@ def frame_change(reps: Reps, x: torch.Tensor, src: torch.Tensor, *,
         src: ``(E,)`` source row of every edge.
         R_src, R_dst, dst: node frames and targets (see above).
         rel: per-edge relative frames instead of ``R_src``, ``R_dst``, ``dst``.
-        fused: ``None`` (default) takes the fused path where :func:`supports_fused` says so and
-            the reference otherwise; ``True`` requires it (``ValueError`` where unsupported);
-            ``False`` forces the reference (:func:`frame_change_reference`, which also supports
-            double backward).
-        chunk: edges per chunk of the fused path (default :data:`CHUNK_CPU` on CPU,
+        path: ``"auto"`` (default): the compiled kernel (:mod:`._kernel`) for CPU tensors it
+            supports (Irreps ``l <= 2``, TensorReps orders ``<= 2``, float32/64) when it is
+            available, else the chunked pure-torch path where :func:`supports_fused` says so,
+            else the reference. ``"kernel"`` and ``"chunked"`` require their path
+            (``ValueError`` where unsupported); ``"reference"`` is
+            :func:`frame_change_reference`. Every path supports double backward (the kernel's
+            and the chunked path's recompute through the reference for it).
+        chunk: edges per chunk of the chunked path (default :data:`CHUNK_CPU` on CPU,
             :data:`CHUNK_CUDA` elsewhere).
 
     Returns:
@@ -375,31 +374,50 @@ def frame_change(reps: Reps, x: torch.Tensor, src: torch.Tensor, *,
                              f"edges, got {tuple(rel.shape)}")
         mats = [rel]
     else:
-        if R_src is None or dst is None:
-            raise ValueError("frame_change needs R_src and dst (and optionally R_dst), or rel")
-        R_dst = R_src if R_dst is None else R_dst
+        if (R_src is None and R_dst is None) or dst is None:
+            raise ValueError("frame_change needs R_src and dst (and optionally R_dst), R_dst "
+                             "and dst (world-frame input), or rel")
+        if R_src is not None:
+            R_dst = R_src if R_dst is None else R_dst
+        mats = [R for R in (R_src, R_dst) if R is not None]
         for name, R in (("R_src", R_src), ("R_dst", R_dst)):
+            if R is None:
+                continue
             check_matrices(R, d, name=name)
             if R.dim() != 3:
                 raise ValueError(f"{name} must have shape (N, {d}, {d}), got {tuple(R.shape)}")
-        if R_src.shape[0] != x.shape[0]:
+        if R_src is not None and R_src.shape[0] != x.shape[0]:
             raise ValueError(f"R_src has {R_src.shape[0]} frames but x has {x.shape[0]} rows")
         _check_index(dst, "dst", R_dst.shape[0], x.device)
         if dst.shape != src.shape:
             raise ValueError(f"src and dst must have the same length, got {src.shape[0]} and "
                              f"{dst.shape[0]}")
-        mats = [R_src, R_dst]
     for R in mats:
         if R.dtype != x.dtype:
             raise TypeError(f"x and the frames must share a dtype, got x: {x.dtype} and "
                             f"frames: {R.dtype}")
-    if fused is None:
-        fused = supports_fused(reps)
-    elif fused and not supports_fused(reps):
-        raise ValueError(f"the fused frame change does not support {reps!r} (TensorReps "
-                         f"orders <= {FUSED_MAX_ORDER} and Irreps only); pass fused=None")
-    if not fused:
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+    kernel_ok = kernel_supports(reps, x.device, x.dtype)
+    chunked_ok = supports_fused(reps) and not (R_src is None and rel is None)
+    if path == "auto":
+        path = ("kernel" if kernel_ok and kernel_available() else
+                "chunked" if chunked_ok else "reference")
+    if path == "kernel":
+        if not kernel_ok:
+            raise ValueError(f"the compiled kernel does not support {reps!r} in {x.dtype} on "
+                             f"{x.device} (CPU, float32/64, Irreps l <= 2, TensorReps orders "
+                             "<= 2 in d = 2, 3); use path='auto'")
+        if not kernel_available():
+            raise RuntimeError(f"the compiled frame-change kernel is unavailable: "
+                               f"{kernel_error()}; use path='auto'")
+        return kernel_frame_change(reps, x, src, R_src=R_src, R_dst=R_dst, dst=dst, rel=rel)
+    if path == "reference":
         return frame_change_reference(reps, x, src, R_src=R_src, R_dst=R_dst, dst=dst, rel=rel)
+    if not chunked_ok:
+        raise ValueError(f"the chunked frame change does not support {reps!r} (TensorReps "
+                         f"orders <= {FUSED_MAX_ORDER} and Irreps, node frames or rel); use "
+                         "path='auto'")
     if chunk is None:
         chunk = _chunk_size(x.device)
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
@@ -411,9 +429,12 @@ def frame_change_reference(reps: Reps, x: torch.Tensor, src: torch.Tensor, *,
                            R_src: torch.Tensor | None = None, R_dst: torch.Tensor | None = None,
                            dst: torch.Tensor | None = None,
                            rel: torch.Tensor | None = None) -> torch.Tensor:
-    """The plain composition the fused path is tested against: gather ``x[src]``, the relative
-    frames ``R_dst[dst] @ R_src[src]^T`` (or ``rel``), :meth:`Reps.transform`."""
-    if rel is None:
+    """The plain composition the fused paths are tested against: gather ``x[src]``, the
+    relative frames ``R_dst[dst] @ R_src[src]^T`` (or ``rel``, or ``R_dst[dst]`` without
+    ``R_src``), :meth:`Reps.transform`."""
+    if rel is None and R_src is None:
+        rel = R_dst.index_select(0, dst)
+    elif rel is None:
         R_dst = R_src if R_dst is None else R_dst
         rel = R_dst.index_select(0, dst) @ R_src.index_select(0, src).transpose(-1, -2)
     return reps.transform(x.index_select(0, src), rel)

@@ -224,3 +224,19 @@ def wigner_D_from_matrix(l: int, R: torch.Tensor, p: int | None = None, *,
     if p != (-1) ** l:
         return D * det_sign(R)[..., None, None]
     return D.clone() if D is R else D
+
+
+@functools.cache
+def _d2_coefficients() -> torch.Tensor:
+    """``C`` ``(81, 25)``: ``D^2(R).flatten() = (r r^T).flatten() @ C``, ``r = R.flatten()``.
+
+    Read off the closed form :func:`._wigner._wigner_D2` (a quadratic polynomial in the entries
+    of ``R``) by polarisation: ``C[p p] = D(e_p)`` and, for ``p != q``, half of
+    ``D(e_p + e_q) - D(e_p) - D(e_q)`` on both ``(p, q)`` and ``(q, p)``; exact in float64.
+    """
+    eye = torch.eye(9, dtype=torch.float64)
+    single = _wigner_D2(eye.reshape(9, 3, 3)).reshape(9, 25)
+    pair = _wigner_D2((eye[:, None] + eye[None, :]).reshape(81, 3, 3)).reshape(9, 9, 25)
+    C = (pair - single[:, None] - single[None, :]) / 2
+    C[torch.arange(9), torch.arange(9)] = single
+    return C.reshape(81, 25)

@@ -1,8 +1,11 @@
 """The fused frame change (``tensorframes.reps._fused``) against the plain reference path.
 
 Reference: gather ``x[src]``, relative frames ``R_i R_j^T``, ``Reps.transform`` (float64,
-reflections included). Values and gradients for ``x`` and for both frame sets, gradcheck on a
-small case, empty edge sets, float32, the dispatch rule and the saved-activation bound.
+reflections included). Both fused paths, the compiled kernel (``path="kernel"``, Irreps
+``l <= 2`` and TensorReps orders ``<= 2``) and the chunked pure-torch path
+(``path="chunked"``): values and gradients for ``x`` and for both frame sets, gradcheck on a
+small case, double backward against the reference, empty edge sets, float32, the dispatch rule
+and the saved-activation bound. Kernel-specific tests are in ``test_kernel.py``.
 """
 
 from __future__ import annotations
@@ -12,19 +15,33 @@ import torch
 
 from tensorframes.reps import Irreps, TensorReps
 from tensorframes.reps._fused import (
+    PATHS,
     _FrameChange,
     frame_change,
     frame_change_reference,
     supports_fused,
 )
+from tensorframes.reps._kernel import kernel_available, kernel_supports
 from tensorframes.testing import random_orthogonal
 
 IRREPS = ["16x0e+8x1o+4x2e", "3x0o+2x1e+1x2o+2x0e+1x1o", "1x2e+2x3o+1x4e+1x0o", "2x1y+1x3y"]
 TENSORREPS = ["4x0n+3x1n+2x2n", "2x0p+2x1p+1x2p+1x0n", "1x2n+1x1n"]
+FUSED_PATHS = ["kernel", "chunked"]
+#: The grad_fn of each fused path's output.
+GRAD_FN = {"kernel": "_KernelFrameChangeBackward", "chunked": "_FrameChangeBackward"}
 
 
 def _reps(spec: str, d: int = 3):
     return Irreps(spec) if spec[-1] in "eoy" else TensorReps(spec, spatial_dim=d)
+
+
+def _need(path: str, reps, dtype=torch.float64) -> None:
+    """Skip where ``path`` cannot run ``reps`` (the kernel: ``kernel_supports``, built)."""
+    if path == "kernel":
+        if not kernel_supports(reps, "cpu", dtype):
+            pytest.skip(f"the kernel does not support {reps!r}")
+        if not kernel_available():
+            pytest.skip("the compiled kernel is unavailable")
 
 
 def _case(reps, n_src=13, n_dst=9, E=57, dtype=torch.float64, seed=0, d=3):
@@ -50,19 +67,27 @@ def _grads(fn, reps, x, R_src, R_dst, src, dst, w):
     return y.detach(), [t.grad for t in leaves]
 
 
-@pytest.mark.parametrize("chunk", [5, None])
+def test_kernel_supports_the_expected_specs():
+    # the kernel runs exactly the specs with l <= 2 / order <= 2 (the skips below follow it)
+    supported = [s for s in IRREPS + TENSORREPS if kernel_supports(_reps(s), "cpu", torch.float64)]
+    assert supported == [s for s in IRREPS + TENSORREPS
+                         if s not in ("1x2e+2x3o+1x4e+1x0o", "2x1y+1x3y")]
+
+
+@pytest.mark.parametrize(("path", "chunk"), [("kernel", None), ("chunked", 5), ("chunked", None)])
 @pytest.mark.parametrize("spec", IRREPS + TENSORREPS)
-def test_fused_matches_reference_values_and_gradients(spec, chunk):
+def test_fused_matches_reference_values_and_gradients(spec, path, chunk):
     reps = _reps(spec)
     assert supports_fused(reps)
+    _need(path, reps)
     x, R_src, R_dst, src, dst = _case(reps)
     w = torch.randn(src.shape[0], reps.dim, generator=torch.Generator().manual_seed(1),
                     dtype=torch.float64)
     y_ref, g_ref = _grads(frame_change_reference, reps, x, R_src, R_dst, src, dst, w)
 
     def fused(*args, **kw):
-        y = frame_change(*args, **kw, chunk=chunk)
-        assert y.grad_fn is not None and "_FrameChange" in type(y.grad_fn).__name__
+        y = frame_change(*args, **kw, path=path, chunk=chunk)
+        assert type(y.grad_fn).__name__ == GRAD_FN[path]
         return y
 
     y, g = _grads(fused, reps, x, R_src, R_dst, src, dst, w)
@@ -71,23 +96,30 @@ def test_fused_matches_reference_values_and_gradients(spec, chunk):
         torch.testing.assert_close(a, b, atol=1e-11, rtol=0)
 
 
+@pytest.mark.parametrize("path", FUSED_PATHS)
 @pytest.mark.parametrize("spec", ["1x0o+2x1o+1x2e", "1x0p+1x1n+1x2p"])
-def test_fused_gradcheck(spec):
+def test_fused_gradcheck(spec, path):
     reps = _reps(spec)
+    _need(path, reps)
     x, R_src, R_dst, src, dst = _case(reps, n_src=4, n_dst=3, E=7)
     inputs = [t.clone().requires_grad_() for t in (x, R_src, R_dst)]
+    chunk = 3 if path == "chunked" else None
     assert torch.autograd.gradcheck(
-        lambda a, b, c: frame_change(reps, a, src, R_src=b, R_dst=c, dst=dst, chunk=3),
+        lambda a, b, c: frame_change(reps, a, src, R_src=b, R_dst=c, dst=dst, path=path,
+                                     chunk=chunk),
         inputs)
 
 
+@pytest.mark.parametrize("path", FUSED_PATHS)
 @pytest.mark.parametrize("spec", ["16x0e+8x1o+4x2e", "2x0p+1x1n+1x2n"])
-def test_fused_with_given_relative_frames(spec):
+def test_fused_with_given_relative_frames(spec, path):
     reps = _reps(spec)
+    _need(path, reps)
     x, R_src, R_dst, src, dst = _case(reps)
     rel = (R_dst[dst] @ R_src[src].transpose(-1, -2)).requires_grad_()
     xr = x.clone().requires_grad_()
-    y = frame_change(reps, xr, src, rel=rel, chunk=6)
+    y = frame_change(reps, xr, src, rel=rel, path=path, chunk=6 if path == "chunked" else None)
+    assert type(y.grad_fn).__name__ == GRAD_FN[path]
     w = torch.randn_like(y)
     gx, grel = torch.autograd.grad((y * w).sum(), [xr, rel])
     rel2 = rel.detach().clone().requires_grad_()
@@ -99,55 +131,93 @@ def test_fused_with_given_relative_frames(spec):
     torch.testing.assert_close(grel, grel2, atol=1e-11, rtol=0)
 
 
-def test_fused_float32_and_same_frames_default():
+@pytest.mark.parametrize("path", [*FUSED_PATHS, "auto"])
+def test_fused_float32_and_same_frames_default(path):
     reps = Irreps("16x0e+8x1o+4x2e")
+    _need(path, reps, torch.float32)
     x, R, _, src, dst = _case(reps, n_dst=13, dtype=torch.float64)
     y64 = frame_change_reference(reps, x, src, R_src=R, dst=dst)
-    y32 = frame_change(reps, x.float(), src, R_src=R.float(), dst=dst)  # R_dst defaults to R_src
+    # R_dst defaults to R_src
+    y32 = frame_change(reps, x.float(), src, R_src=R.float(), dst=dst, path=path)
     assert y32.dtype == torch.float32
     torch.testing.assert_close(y32.double(), y64, atol=1e-5, rtol=0)
 
 
-def test_fused_tensorreps_other_dimension():
+@pytest.mark.parametrize("path", FUSED_PATHS)
+def test_fused_tensorreps_other_dimension(path):
     reps = TensorReps("2x0n+2x1n+1x2p", spatial_dim=2)
+    _need(path, reps)
     x, R_src, R_dst, src, dst = _case(reps, d=2)
     w = torch.randn(src.shape[0], reps.dim, dtype=torch.float64)
     y_ref, g_ref = _grads(frame_change_reference, reps, x, R_src, R_dst, src, dst, w)
-    y, g = _grads(frame_change, reps, x, R_src, R_dst, src, dst, w)
+
+    def fused(*args, **kw):
+        y = frame_change(*args, **kw, path=path)
+        assert type(y.grad_fn).__name__ == GRAD_FN[path]
+        return y
+
+    y, g = _grads(fused, reps, x, R_src, R_dst, src, dst, w)
     torch.testing.assert_close(y, y_ref, atol=1e-12, rtol=0)
     for a, b in zip(g, g_ref):
         torch.testing.assert_close(a, b, atol=1e-11, rtol=0)
 
 
+@pytest.mark.parametrize("path", FUSED_PATHS)
 @pytest.mark.parametrize("spec", ["16x0e+8x1o+4x2e", "4x0n+2x1n+1x2p"])
-def test_fused_empty_edge_set(spec):
+def test_fused_empty_edge_set(spec, path):
     reps = _reps(spec)
+    _need(path, reps)
     x, R_src, R_dst, _, _ = _case(reps)
     empty = torch.zeros(0, dtype=torch.long)
     xr = x.clone().requires_grad_()
     Rr = R_src.clone().requires_grad_()
-    y = frame_change(reps, xr, empty, R_src=Rr, R_dst=R_dst, dst=empty)
+    Rd = R_dst.clone().requires_grad_()
+    y = frame_change(reps, xr, empty, R_src=Rr, R_dst=Rd, dst=empty, path=path)
     assert y.shape == (0, reps.dim)
+    assert type(y.grad_fn).__name__ == GRAD_FN[path]
     y.sum().backward()
     assert torch.equal(xr.grad, torch.zeros_like(x))
     assert torch.equal(Rr.grad, torch.zeros_like(R_src))
+    assert torch.equal(Rd.grad, torch.zeros_like(R_dst))
 
 
 def test_dispatch_rule():
+    assert PATHS == ("auto", "kernel", "chunked", "reference")
     assert supports_fused(Irreps("1x0e+1x5o"))  # every degree
     assert supports_fused(TensorReps("1x2p+3x0n"))
     assert not supports_fused(TensorReps("1x3n"))  # orders >= 3 fall back
     reps = TensorReps("2x1n+1x3n")
     x, R_src, R_dst, src, dst = _case(reps)
     y = frame_change(reps, x.requires_grad_(), src, R_src=R_src, R_dst=R_dst, dst=dst)
-    assert "_FrameChange" not in type(y.grad_fn).__name__  # the reference path
+    assert type(y.grad_fn).__name__ not in GRAD_FN.values()  # auto: the reference path
     torch.testing.assert_close(
         y, frame_change_reference(reps, x, src, R_src=R_src, R_dst=R_dst, dst=dst))
     with pytest.raises(ValueError, match="does not support"):
-        frame_change(reps, x, src, R_src=R_src, R_dst=R_dst, dst=dst, fused=True)
-    y = frame_change(Irreps("1x1o"), torch.randn(13, 3, dtype=torch.float64), src,
-                     R_src=R_src, R_dst=R_dst, dst=dst, fused=False)
-    assert y.grad_fn is None  # the reference, no autograd function
+        frame_change(reps, x, src, R_src=R_src, R_dst=R_dst, dst=dst, path="chunked")
+    with pytest.raises(ValueError, match="does not support"):
+        frame_change(reps, x, src, R_src=R_src, R_dst=R_dst, dst=dst, path="kernel")
+    # path="reference": the plain composition, no custom autograd Function
+    x1 = torch.randn(13, 3, dtype=torch.float64, requires_grad=True)
+    y = frame_change(Irreps("1x1o"), x1, src, R_src=R_src, R_dst=R_dst, dst=dst,
+                     path="reference")
+    assert type(y.grad_fn).__name__ not in GRAD_FN.values()
+    assert not isinstance(y.grad_fn, torch.autograd.function.BackwardCFunction)
+    y = frame_change(Irreps("1x1o"), x1.detach(), src, R_src=R_src, R_dst=R_dst, dst=dst,
+                     path="reference")
+    assert y.grad_fn is None
+    # auto on a case both fused paths support: the kernel when built, else the chunked path
+    y = frame_change(Irreps("1x1o+1x2e"), torch.randn(13, 8, dtype=torch.float64,
+                                                      requires_grad=True),
+                     src, R_src=R_src, R_dst=R_dst, dst=dst)
+    want = "kernel" if kernel_available() else "chunked"
+    assert type(y.grad_fn).__name__ == GRAD_FN[want]
+    # auto with l = 3 (no kernel): the chunked path
+    y = frame_change(Irreps("1x3o"), torch.randn(13, 7, dtype=torch.float64,
+                                                 requires_grad=True),
+                     src, R_src=R_src, R_dst=R_dst, dst=dst)
+    assert type(y.grad_fn).__name__ == GRAD_FN["chunked"]
+    with pytest.raises(ValueError, match="path must be one of"):
+        frame_change(Irreps("1x1o"), x1, src, R_src=R_src, R_dst=R_dst, dst=dst, path="bogus")
 
 
 def _saved_bytes(fn) -> int:
@@ -163,28 +233,47 @@ def _saved_bytes(fn) -> int:
     return total
 
 
+@pytest.mark.parametrize("path", FUSED_PATHS)
 @pytest.mark.parametrize("spec", ["16x0e+8x1o+4x2e", "16x0n+8x1n+4x2n"])
-def test_saved_activations_at_most_the_input(spec):
+def test_saved_activations_at_most_the_input(spec, path):
     reps = _reps(spec)
+    _need(path, reps, torch.float32)
     x, R_src, R_dst, src, dst = _case(reps, n_src=50, n_dst=40, E=2000, dtype=torch.float32)
     x.requires_grad_()
     R_src.requires_grad_()
     inputs = sum(t.numel() * t.element_size() for t in (x, R_src, R_dst, src, dst))
-    fused = _saved_bytes(lambda: frame_change(reps, x, src, R_src=R_src, R_dst=R_dst, dst=dst))
+    fused = _saved_bytes(lambda: frame_change(reps, x, src, R_src=R_src, R_dst=R_dst, dst=dst,
+                                              path=path))
     ref = _saved_bytes(lambda: frame_change_reference(reps, x, src, R_src=R_src, R_dst=R_dst,
                                                       dst=dst))
-    assert fused <= inputs
+    assert 0 < fused <= inputs
     assert ref > 2 * inputs  # the reference keeps per-edge activations (the test can fail)
 
 
-def test_double_backward_is_refused_on_the_fused_path():
-    reps = Irreps("1x1o+1x2e")
+def _second_derivatives(path, reps, x, R_src, R_dst, src, dst, w):
+    """``d/d(x, R_src, R_dst) sum(g**2)`` with ``g = d sum(w y) / d(x, R_src, R_dst)``."""
+    leaves = [t.detach().clone().requires_grad_() for t in (x, R_src, R_dst)]
+    y = frame_change(reps, leaves[0], src, R_src=leaves[1], R_dst=leaves[2], dst=dst, path=path)
+    if path != "reference":
+        assert type(y.grad_fn).__name__ == GRAD_FN[path]
+    gs = torch.autograd.grad((y * w).sum(), leaves, create_graph=True)
+    loss = sum((g**2).sum() for g in gs)
+    return [g.detach() for g in gs], torch.autograd.grad(loss, leaves)
+
+
+@pytest.mark.parametrize("path", FUSED_PATHS)
+@pytest.mark.parametrize("spec", ["1x0o+1x1o+1x2e+1x1e", "1x0p+1x1n+1x2p"])
+def test_double_backward_matches_the_reference(spec, path):
+    reps = _reps(spec)
+    _need(path, reps)
     x, R_src, R_dst, src, dst = _case(reps)
-    xr = x.clone().requires_grad_()
-    y = frame_change(reps, xr, src, R_src=R_src, R_dst=R_dst, dst=dst)
-    (g,) = torch.autograd.grad(y.pow(2).sum(), xr, create_graph=True)
-    with pytest.raises(RuntimeError):
-        g.sum().backward()
+    w = torch.randn(src.shape[0], reps.dim, generator=torch.Generator().manual_seed(2),
+                    dtype=torch.float64)
+    g, gg = _second_derivatives(path, reps, x, R_src, R_dst, src, dst, w)
+    g_ref, gg_ref = _second_derivatives("reference", reps, x, R_src, R_dst, src, dst, w)
+    for a, b in zip(g + list(gg), g_ref + list(gg_ref)):
+        assert a.abs().max() > 0  # the comparison is not vacuous
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
 
 
 def test_bad_input():
@@ -205,7 +294,10 @@ def test_bad_input():
     with pytest.raises(ValueError, match="int64 index"):
         frame_change(reps, x, src.double(), R_src=R_src, R_dst=R_dst, dst=dst)
     with pytest.raises(ValueError, match="chunk"):
-        frame_change(reps, x, src, R_src=R_src, R_dst=R_dst, dst=dst, chunk=0)
+        frame_change(reps, x, src, R_src=R_src, R_dst=R_dst, dst=dst, chunk=0, path="chunked")
     with pytest.raises(TypeError, match="Reps"):
         frame_change("1x1o", x, src, R_src=R_src, R_dst=R_dst, dst=dst)
+    # world-frame input (no R_src): not a chunked case
+    with pytest.raises(ValueError, match="does not support"):
+        frame_change(reps, x, src, R_dst=R_dst, dst=dst, path="chunked")
     assert issubclass(_FrameChange, torch.autograd.Function)

@@ -12,8 +12,11 @@ nothing from ``tensorframes``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+import torch
 from torch import nn
 from torch_geometric.data import InMemoryDataset
 from torch_geometric.nn import MessagePassing
@@ -26,6 +29,7 @@ __all__ = [
     "message_arg_names",
     "set_collated_storage",
     "share_module_state",
+    "shortcut_gathers",
 ]
 
 #: The torch-geometric versions the internals below were checked against.
@@ -76,6 +80,43 @@ class CollectHookMessagePassing(MessagePassing):
         self, args: Any, edge_index: Any, size: Any, kwargs: dict[str, Any]
     ) -> dict[str, Any]:
         return self.after_collect(super()._collect(args, edge_index, size, kwargs))
+
+
+@contextmanager
+def shortcut_gathers(layer: MessagePassing, index: torch.Tensor,
+                     results: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[None]:
+    """Within the block, ``layer`` gathering ``src`` along the very tensor ``index`` (same
+    storage, offset, shape and stride: ``edge_index[0]`` of the ``edge_index`` the caller passed)
+    gets the given result instead of a new copy, for every ``(src, result)`` pair (``src``
+    compared by identity); any other gather runs as usual. The caller guarantees that ``result``
+    equals ``src.index_select(0, index)``. Whatever the instance held before is restored, also on
+    errors. Not thread-safe for one layer called from two threads at once.
+    """
+    # PyG internal: MessagePassing._index_select(src, index), through which the generated and
+    # the inherited propagate (collect.jinja, MessagePassing._lift) gather every `<name>_j` /
+    # `<name>_i` argument of a dense edge_index. Checked: torch-geometric 2.8.x.
+    base = layer._index_select
+    pairs = [(s, r) for s, r in results if s is not None]
+
+    def index_select(src: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        if (isinstance(idx, torch.Tensor) and idx.data_ptr() == index.data_ptr()
+                and idx.shape == index.shape and idx.stride() == index.stride()
+                and layer.node_dim in (0, -2) and src.dim() == 2):
+            for s, r in pairs:
+                if src is s:
+                    return r
+        return base(src, idx)
+
+    missing = object()
+    previous = layer.__dict__.get("_index_select", missing)
+    layer.__dict__["_index_select"] = index_select
+    try:
+        yield
+    finally:
+        if previous is missing:
+            layer.__dict__.pop("_index_select", None)
+        else:
+            layer.__dict__["_index_select"] = previous
 
 
 # ----------------------------------------------------------------------------- nn.Module

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from ..reps._fused import frame_change
 from ..reps.base import Reps
 from ._frame_ops import EdgeFrames, GraphFrames, RepsLike, edge_endpoints, parse_reps, split_frames
 
@@ -119,7 +120,7 @@ class EdgeExpansion:
         copy_index = self.n_slots + torch.arange(src.shape[0], device=src.device)
         # self loops point at their slot so that layers recognise them as self loops
         self.slot = torch.where(src == dst, src, copy_index)
-        self._gather_cache = None
+        self._source_index = self._receivers = self._full_rel = None
 
     @property
     def rel(self) -> torch.Tensor:
@@ -138,23 +139,36 @@ class EdgeExpansion:
         ei = torch.stack([self.slot, self.dst])
         return ei if self.flow == "source_to_target" else ei.flip(0)
 
-    def _gather(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Source row of every expanded source and the matrix carrying it into its target.
-
-        One gather and one transform produce all ``M + E`` sources, so no concatenation pass
-        over the edge copies is needed. Slots carry ``R_n R_n^T = 1`` on ordinary graphs.
-        """
-        if self._gather_cache is None:
-            m = self.n_slots
-            index = torch.cat([torch.arange(m, device=self.src.device), self.src])
-            slot_rel = self.R_dst[:m] @ self.R_src[:m].transpose(-1, -2)
-            self._gather_cache = index, torch.cat([slot_rel, self.rel])
-        return self._gather_cache
-
     @property
     def source_index(self) -> torch.Tensor:
         """``(M + E,)`` original source node of every expanded source (slot ``n`` -> ``n``)."""
-        return self._gather()[0]
+        if self._source_index is None:
+            arange = torch.arange(self.n_slots, device=self.src.device)
+            self._source_index = torch.cat([arange, self.src])
+        return self._source_index
+
+    @property
+    def receivers(self) -> torch.Tensor:
+        """``(M + E,)`` target node whose frame every expanded source is written in."""
+        if self._receivers is None:
+            arange = torch.arange(self.n_slots, device=self.src.device)
+            self._receivers = torch.cat([arange, self.dst])
+        return self._receivers
+
+    def _carry(self, reps: Reps, x_src: torch.Tensor) -> torch.Tensor:
+        """All ``M + E`` expanded sources in one frame change (:func:`frame_change`: the compiled
+        kernel on CPU, which forms ``R_i R_j^T`` per edge on the fly, so no ``(E, d, d)`` tensor
+        is built). Slot ``n`` carries ``R_n R_n^T = 1`` on ordinary graphs. With precomputed
+        :class:`EdgeFrames` their ``rel`` is used (slots' relative frames prepended)."""
+        dtype = x_src.dtype
+        if self._rel is None:
+            return frame_change(reps, x_src, self.source_index, R_src=self.R_src.to(dtype),
+                                R_dst=self.R_dst.to(dtype), dst=self.receivers)
+        if self._full_rel is None:
+            m = self.n_slots
+            slot_rel = self.R_dst[:m] @ self.R_src[:m].transpose(-1, -2)
+            self._full_rel = torch.cat([slot_rel, self._rel])
+        return frame_change(reps, x_src, self.source_index, rel=self._full_rel.to(dtype))
 
     def mirror_edges(self) -> tuple[torch.Tensor, torch.Tensor]:
         """In-edges that give every edge copy of ``j`` the in-degree ``j`` has (homogeneous set).
@@ -196,8 +210,7 @@ class EdgeExpansion:
         check_rows(x_src, self.n_src, reps, name, "source")
         if x_dst is not None and x_dst is not x_src:
             check_rows(x_dst, self.n_dst, reps, name, "target")
-        index, rel = self._gather()
-        return reps.transform(x_src.index_select(0, index), rel.to(x_src.dtype)), x_dst
+        return self._carry(reps, x_src), x_dst
 
     def world(self, value: Any, reps: Reps, name: str) -> Any:
         """``(sources, dst)`` for a world-frame input: ``R_i p_j`` on copies, ``R_i p_i`` on i.
@@ -210,9 +223,7 @@ class EdgeExpansion:
             return value
         check_rows(p_src, self.n_src, reps, name, "source")
         R_dst = self.R_dst.to(p_src.dtype)
-        index, _ = self._gather()
-        receivers = torch.cat([torch.arange(self.n_slots, device=index.device), self.dst])
-        sources = reps.transform(p_src.index_select(0, index), R_dst.index_select(0, receivers))
+        sources = frame_change(reps, p_src, self.source_index, R_dst=R_dst, dst=self.receivers)
         if p_dst is None:
             dst = None
         elif p_dst is p_src and self.n_slots == self.n_dst:

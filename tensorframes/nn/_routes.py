@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch_geometric.nn import MessagePassing
 
-from .._compat import message_arg_names
+from .._compat import message_arg_names, shortcut_gathers
 from ..reps.base import Reps
 from ._expansion import EdgeExpansion, check_rows, expand_args
 from ._frame_ops import EdgeFrames, GraphFrames, split_frames
@@ -100,7 +100,15 @@ def bipartite_call(
     if layer.flow == "source_to_target":
         if takes_size:
             new["size"] = (expansion.num_sources, expansion.n_dst)
-        return restore_output(layer(**new), expansion, homogeneous=False)
+        # the layer's own gather of the expanded sources along the expanded edges is the edge
+        # copies themselves: hand it their rows instead of a second (E, dim) copy
+        m = expansion.n_slots
+        copies = [(value[0], value[0][m:]) for key in (*local, *world)
+                  if isinstance(value := new.get(key), tuple)
+                  and isinstance(value[0], torch.Tensor)]
+        with shortcut_gathers(layer, new["edge_index"][0], copies):
+            out = layer(**new)
+        return restore_output(out, expansion, homogeneous=False)
     if expansion.bipartite:
         raise ValueError(
             f"{name} has flow='target_to_source', for which PyG layers do not "

@@ -46,6 +46,7 @@ from typing import NamedTuple
 
 import torch
 
+from .._checks import compiling
 from .._math import det_sign
 from ._kernel import (
     kernel_available,
@@ -323,6 +324,10 @@ def _check_index(index: torch.Tensor, name: str, n: int, device: torch.device) -
                          f"{tuple(index.shape)} and dtype {index.dtype}")
     if index.device != device:
         raise ValueError(f"{name} is on {index.device} but x is on {device}")
+    if index.numel() and not compiling():  # the kernel reads rows unchecked: check here
+        lo, hi = (int(v) for v in torch.aminmax(index))
+        if lo < 0 or hi >= n:
+            raise IndexError(f"{name} holds indices in [{lo}, {hi}], outside [0, {n})")
 
 
 def frame_change(reps: Reps, x: torch.Tensor, src: torch.Tensor, *,
@@ -344,9 +349,9 @@ def frame_change(reps: Reps, x: torch.Tensor, src: torch.Tensor, *,
         rel: per-edge relative frames instead of ``R_src``, ``R_dst``, ``dst``.
         path: ``"auto"`` (default): the compiled kernel (:mod:`._kernel`) for CPU tensors it
             supports (Irreps ``l <= 2``, TensorReps orders ``<= 2``, float32/64) when it is
-            available, else the chunked pure-torch path where :func:`supports_fused` says so,
-            else the reference. ``"kernel"`` and ``"chunked"`` require their path
-            (``ValueError`` where unsupported); ``"reference"`` is
+            available and ``torch.compile`` is not tracing, else the chunked pure-torch path
+            where :func:`supports_fused` says so, else the reference. ``"kernel"`` and
+            ``"chunked"`` require their path (``ValueError`` where unsupported); ``"reference"`` is
             :func:`frame_change_reference`. Every path supports double backward (the kernel's
             and the chunked path's recompute through the reference for it).
         chunk: edges per chunk of the chunked path (default :data:`CHUNK_CPU` on CPU,
@@ -401,7 +406,8 @@ def frame_change(reps: Reps, x: torch.Tensor, src: torch.Tensor, *,
     kernel_ok = kernel_supports(reps, x.device, x.dtype)
     chunked_ok = supports_fused(reps) and not (R_src is None and rel is None)
     if path == "auto":
-        path = ("kernel" if kernel_ok and kernel_available() else
+        # under torch.compile the pure-torch paths trace into the graph; a ctypes call would not
+        path = ("kernel" if kernel_ok and not compiling() and kernel_available() else
                 "chunked" if chunked_ok else "reference")
     if path == "kernel":
         if not kernel_ok:

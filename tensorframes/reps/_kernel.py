@@ -161,8 +161,9 @@ def kernel_error() -> str | None:
 
 
 def kernel_available() -> bool:
-    """Whether the compiled CPU kernel is built and loaded (builds it on the first call)."""
-    return _load() is not None
+    """Whether the compiled CPU kernel is built and loaded (builds it on the first call);
+    ``False`` while ``TENSORFRAMES_KERNELS=0`` is set, also after it loaded."""
+    return os.environ.get(KERNELS_ENV, "1") != "0" and _load() is not None
 
 
 def kernel_supports(reps: Reps, device: torch.device | str = "cpu",

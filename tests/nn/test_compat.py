@@ -22,6 +22,7 @@ from tensorframes._compat import (
     message_arg_names,
     set_collated_storage,
     share_module_state,
+    shortcut_gathers,
 )
 
 
@@ -128,6 +129,42 @@ def test_collect_hook_sees_and_changes_collected_arguments():
     ref = torch.zeros_like(x).index_add_(0, edge_index[1], 3 * x[edge_index[0]])
     torch.testing.assert_close(out, ref)
     assert CollectHookMessagePassing.after_collect(None, {"a": 1}) == {"a": 1}
+
+
+def test_shortcut_gathers_hands_over_given_rows_for_the_very_index_only():
+    """PyG internal: MessagePassing._index_select, used by the generated propagate's collect."""
+    seen = []
+
+    class Gathering(MessagePassing):  # a name no other test uses (PyG caches by name)
+        def forward(self, x, edge_index):
+            return self.propagate(edge_index, x=x)
+
+        def message(self, x_j, x_i):
+            seen.append(x_j)
+            return x_j + 0 * x_i
+
+    x, edge_index = _graph()
+    layer = Gathering(aggr="add")
+    given = 7 * x.index_select(0, edge_index[0])  # deliberately different: visible if used
+    ref = torch.zeros_like(x).index_add_(0, edge_index[1], x[edge_index[0]])
+    with shortcut_gathers(layer, edge_index[0], [(x, given)]):
+        out = layer(x, edge_index)
+        assert seen[-1] is given  # x_j along edge_index[0] is the given tensor itself
+        torch.testing.assert_close(out, 7 * ref)
+        # another index tensor with the same values, or another source: the usual gather
+        torch.testing.assert_close(layer(x, edge_index.clone()), ref)
+        torch.testing.assert_close(layer(x.clone(), edge_index), ref)
+    assert "_index_select" not in layer.__dict__  # restored
+    torch.testing.assert_close(layer(x, edge_index), ref)
+    # restored also on errors, and an instance-level override present before is kept
+    own = layer._index_select
+    layer.__dict__["_index_select"] = own
+    try:
+        with shortcut_gathers(layer, edge_index[0], [(x, given)]):
+            raise KeyError("boom")
+    except KeyError:
+        pass
+    assert layer.__dict__["_index_select"] is own
 
 
 def test_share_module_state():

@@ -219,7 +219,7 @@ def test_edge_frames_shared_across_layers_give_same_result():
     ef = EdgeFrames.compute(d["ei"], frames)
     a = layer(d["x"][0], d["ei"], frames=frames)
     b = layer(d["x"][0], d["ei"], frames=frames, edge_frames=ef)
-    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-13)  # rel computed in the kernel or by matmul
 
 
 def test_flow_target_to_source_respected():
@@ -283,3 +283,48 @@ def test_wrapped_signature_is_the_layers_plus_frames():
     sig = inspect.signature(wrap(layer, local={"x": REPS["tensor"]}, world={"pos": "1x1n"}))
     assert list(sig.parameters)[:3] == list(inspect.signature(layer.forward).parameters)[:3]
     assert sig.parameters["frames"].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+@pytest.mark.parametrize("with_edge_frames", [False, True])
+def test_layer_reads_the_edge_copies_without_gathering_them_again(monkeypatch, with_edge_frames):
+    """The bipartite route hands the layer the edge copies' rows for its ``x_j`` / ``pos_j``
+    (no second ``(E, dim)`` gather); the numbers equal those of the layer's own gather, also with
+    self loops in the user's graph (their slot row and edge copy hold the same values)."""
+    import contextlib
+
+    import tensorframes.nn._routes as routes
+
+    reps = REPS["irreps"]
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(N, reps.dim, generator=gen, dtype=torch.float64)
+    pos = torch.randn(N, 3, generator=gen, dtype=torch.float64)
+    ei = torch.randint(0, N, (2, E), generator=gen)
+    ei[:, :4] = torch.arange(4).repeat(2, 1)  # self loops at the front
+    frames = tf.Frames(random_orthogonal(N, 3, generator=gen, dtype=torch.float64))
+    torch.manual_seed(0)
+    layer = wrap(gnn.PointNetConv(_mlp(reps.dim + 3, 8), add_self_loops=False).double(),
+                 local={"x": reps}, world={"pos": "1x1o"})
+    ef = EdgeFrames.compute(ei, frames) if with_edge_frames else None
+    gathered = []
+    original = gnn.MessagePassing._index_select
+
+    def counting(self, src, index):
+        gathered.append(src.shape[0])
+        return original(self, src, index)
+
+    monkeypatch.setattr(gnn.MessagePassing, "_index_select", counting)
+
+    def run():
+        xr = x.clone().requires_grad_()
+        out = layer(xr, pos, ei, frames=frames, edge_frames=ef)
+        (out.square().sum()).backward()
+        return out.detach(), xr.grad
+
+    out, grad = run()
+    assert gathered == [N]  # only pos_i along the targets; x_j and pos_j were handed over
+    gathered.clear()
+    monkeypatch.setattr(routes, "shortcut_gathers", lambda *a: contextlib.nullcontext())
+    out_ref, grad_ref = run()
+    assert sorted(gathered) == [N, N + E, N + E]  # the layer's own gathers of the sources
+    torch.testing.assert_close(out, out_ref, rtol=0, atol=1e-13)
+    torch.testing.assert_close(grad, grad_ref, rtol=0, atol=1e-12)

@@ -10,11 +10,13 @@ Contenders: ``tensorframes.Irreps.transform`` and ``tensorframes.TensorReps.tran
 
 Second table, the frame change of message passing as layers run it: 320,000 edges between
 20,000 random O(3) frames (``quick``: 32,000 and 2,000), work = gather ``x[src]``,
-``R_i R_j^T``, transform, forward and forward + backward (gradient to ``x``). Contenders, all
-interleaved: the *floor* (``x.index_select(0, src)`` into a fresh output of the same size, and
-its backward: what every implementation does at least once), today's pure-torch *reference*
-(:func:`tensorframes.reps._fused.frame_change_reference`) and the *fused* path
-(:func:`tensorframes.reps._fused.frame_change`). Ratios are medians of per-round ratios.
+``R_i R_j^T``, transform, forward and forward + backward (gradient to ``x``), with the default
+allocator and threads. Contenders, all interleaved: the *floor* (``x.index_select(0, src)`` into
+a fresh output of the same size, and its backward: what every implementation does at least
+once), the pure-torch *reference* (:func:`tensorframes.reps._fused.frame_change_reference`), the
+*chunked* pure-torch path and the compiled *kernel* (:func:`tensorframes.reps._fused.frame_change`
+with ``path="chunked"`` / ``"kernel"``; the kernel row is absent where it is unavailable).
+Ratios are medians of per-round ratios.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from functools import partial
 import torch
 
 from ..reps import Irreps, TensorReps
-from ..reps._fused import frame_change, frame_change_reference
+from ..reps._fused import frame_change
+from ..reps._kernel import kernel_available, kernel_supports
 from ..testing import random_orthogonal
 from ._harness import format_seconds, markdown_table, time_interleaved
 
@@ -113,25 +116,25 @@ def _frame_change_contenders(reps, R, src, dst, gen, device) -> dict[str, Callab
         y.backward(g)
         xg.grad = None
 
-    def ref(x):
-        return frame_change_reference(reps, x, src, R_src=R, dst=dst)
+    def run(path, x):
+        return frame_change(reps, x, src, R_src=R, dst=dst, path=path)
 
-    def fused(x):
-        return frame_change(reps, x, src, R_src=R, dst=dst)
-
-    return {
+    paths = ["reference", "chunked"]
+    if kernel_supports(reps, device) and kernel_available():
+        paths.append("kernel")
+    contenders: dict[str, Callable[[], object]] = {
         "floor fwd": partial(torch.index_select, x, 0, src),
-        "reference fwd": partial(ref, x),
-        "fused fwd": partial(fused, x),
         "floor fwd+bwd": lambda: backward(xg.index_select(0, src)),
-        "reference fwd+bwd": lambda: backward(ref(xg)),
-        "fused fwd+bwd": lambda: backward(fused(xg)),
     }
+    for path in paths:
+        contenders[f"{path} fwd"] = partial(run, path, x)
+        contenders[f"{path} fwd+bwd"] = partial(lambda p: backward(run(p, xg)), path)
+    return contenders
 
 
 def run_frame_change(quick: bool = False, device: str = "cpu",
                      repeats: int | None = None) -> list[dict]:
-    """Time floor, reference and fused frame change (forward, forward + backward)."""
+    """Time floor, reference, chunked and kernel frame change (forward, forward + backward)."""
     n, e = FRAME_CHANGE_SIZES[bool(quick)]
     gen = torch.Generator().manual_seed(1)
     R = random_orthogonal(n, 3, generator=gen, dtype=torch.float32).to(device)
@@ -140,7 +143,7 @@ def run_frame_change(quick: bool = False, device: str = "cpu",
     rows = []
     for reps in (Irreps(CASES[0][0]), TensorReps(CASES[0][1])):
         contenders = _frame_change_contenders(reps, R, src, dst, gen, device)
-        timings = time_interleaved(contenders, repeats=repeats or 3, device=device,
+        timings = time_interleaved(contenders, repeats=repeats or 5, device=device,
                                    desc=f"frame change {reps}")
         for name, t in timings.items():
             kind, pass_ = name.split(" ")

@@ -269,21 +269,24 @@ def hops_call(
     def propagate(edge_index: Any, size: Any = None, **kwargs: Any) -> Any:
         ef = edge_frames if edge_index is user_edge_index else None
         expansion = EdgeExpansion(edge_index, frames, layer.flow, ef)
+        copies = []
         for key, value in kwargs.items():
             if key in carried and isinstance(value, torch.Tensor):
                 if strict and not any(value is t for t in tracked):
                     raise NotRaw(key)
                 sources, _ = expansion.local(value, carried[key], key)
+                copies.append((sources, sources[expansion.n_slots:]))
                 # target_to_source: PyG's generated propagate reads x_j from x[0] whatever the
                 # flow, so there the sources [slots = targets | copies] are one node set
                 kwargs[key] = (sources, value) if s2t else sources
             elif strict and value is not None and (
                     f"{key}_j" in wanted or (not s2t and f"{key}_i" in wanted)):
                 raise NotRaw(key)
-        if s2t:
-            return keep(base(layer, expansion.edge_index(),
-                             size=(expansion.num_sources, n), **kwargs))
-        return keep(base(layer, expansion.edge_index(), size=None, **kwargs)[:n])
+        expanded = expansion.edge_index()
+        if s2t:  # the gather of the sources along the expanded edges: the copies themselves
+            with shortcut_gathers(layer, expanded[0], copies):
+                return keep(base(layer, expanded, size=(expansion.num_sources, n), **kwargs))
+        return keep(base(layer, expanded, size=None, **kwargs)[:n])
 
     def keep(out: torch.Tensor) -> torch.Tensor:
         tracked.append(out)

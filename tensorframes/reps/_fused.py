@@ -1,42 +1,42 @@
-r"""The fused frame change of message passing: ``rho(R_i R_j^T) x_j`` for every edge in one pass.
+r"""The frame change of message passing: ``rho(R_i R_j^T) x_j`` for every edge, by three paths.
 
 :func:`frame_change` computes, for edges ``e = (j -> i)`` given as source and target index
 vectors, ``y[e] = rho(R_dst[dst[e]] R_src[src[e]]^T) x[src[e]]`` (the message carried into the
-target's frame, ``docs/design.md``). The reference it is tested against is the composition of
-three plain operations, :func:`frame_change_reference`: gather ``x[src]``, the relative frames
-``R_i R_j^T`` as an ``(E, d, d)`` tensor, and :meth:`Reps.transform`.
+target's frame, ``docs/design.md``). Its ``path`` argument chooses how:
 
-How the fused path differs from the reference:
+* ``"kernel"`` (:mod:`._kernel`): the compiled CPU kernel, one pass over the edges; the default
+  wherever it applies (CPU, float32/64, Irreps ``l <= 2``, TensorReps orders ``<= 2``).
+* ``"chunked"`` (this module, :class:`_FrameChange`): the same scheme in pure torch, chunk by
+  chunk, for every degree and device (the path on GPU and for ``l >= 3``).
+* ``"reference"`` (:func:`frame_change_reference`): gather ``x[src]``, the relative frames
+  ``R_i R_j^T`` as an ``(E, d, d)`` tensor, :meth:`Reps.transform`; what the others are tested
+  against.
+
+How the chunked path differs from the reference:
 
 * **One output, written once.** The gather ``x.index_select(0, src)`` writes straight into the
   rows of the ``(E, dim)`` output; every block that is not an identity (``0e``/``0n`` are) is
   then transformed chunk by chunk (:data:`CHUNK_CPU` edges) and copied back into its rows. No
-  ``(E, ...)`` temporary exists besides the output: the relative frames, the Wigner matrices and
-  each block's product live for one chunk, small enough to be reused by the allocator instead
-  of being page-faulted in as fresh buffers of tens of MB.
+  ``(E, ...)`` temporary exists besides the output.
 * **No dense D for all blocks**: ``D^1`` is the relative frame itself, ``D^2`` its closed form on
   the chunk (the backward's recomputation uses one product of ``r r^T`` with a constant
   ``(81, 25)`` matrix, the same polynomial), ``l >= 3`` the coupling recursion on the chunk; a
   TensorReps order-2 block is ``R X R^T``, two contractions with the chunk's ``R``.
-* **Backward recomputes.** The autograd function saves only its inputs (``x``, the frames or
-  relative frames, the index vectors: references, no new memory); its backward gathers and
-  recomputes each chunk's relative frames and matrices under autograd and scatters the
-  gradients of ``x`` and of the frames back with ``index_add_``. Gradients are exact (the same
-  formulas as the reference, differentiated), for ``x`` and for the frames (learned frames).
-  Double backward is not supported (``RuntimeError``); use ``fused=False`` for it.
+* **Backward recomputes.** The autograd function saves only its inputs; its backward recomputes
+  each chunk under autograd and scatters the gradients of ``x`` and of the frames back with
+  ``index_add_``. Double backward differentiates the reference (``create_graph=True``).
 
-Speed (``python -m tensorframes.bench reps``, second table; ``docs/benchmarks.md``): on a
-shared 2-core CPU the forward is about as fast as the reference (0.9-1.3x) and forward +
-backward slower (about 0.65x: the backward recomputes the forward). What it buys is memory:
-saved activations are the inputs themselves instead of per-edge tensors several times the
-output. It is therefore not the default inside ``tensorframes.nn``.
+Speed (``python -m tensorframes.bench reps``, second table; ``docs/benchmarks.md``): the kernel
+is 5-6x the reference in forward and 3-6x in forward + backward, 1.3-2.5x the bare gather; the
+chunked path is about as fast as the reference in forward and slower in forward + backward (it
+recomputes the forward under autograd), so it is chosen only where the kernel does not apply:
+what it buys there is memory (saved activations are the inputs).
 
-Dispatch (:func:`supports_fused`): :class:`~tensorframes.Irreps` of every degree (parity
-``e``/``o``/``y``) and :class:`~tensorframes.TensorReps` of orders ``<= 2`` (``n`` and ``p``, any
-``d``) take the fused path; TensorReps with an order ``>= 3`` fall back to the reference, whose
-index-by-index contraction is cheaper there than a dense ``R^{(x)k}`` per edge. The code is
-device-agnostic (only ``index_select``, ``matmul``, ``index_add_`` and elementwise ops), so the
-same path runs on CUDA tensors, with larger chunks (:data:`CHUNK_CUDA`).
+Dispatch of the chunked path (:func:`supports_fused`): :class:`~tensorframes.Irreps` of every
+degree and :class:`~tensorframes.TensorReps` of orders ``<= 2`` (any ``d``); TensorReps with an
+order ``>= 3`` fall back to the reference, whose index-by-index contraction is cheaper there
+than a dense ``R^{(x)k}`` per edge. The code is device-agnostic, so it runs on CUDA tensors,
+with larger chunks (:data:`CHUNK_CUDA`).
 """
 
 from __future__ import annotations

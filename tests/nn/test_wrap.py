@@ -328,3 +328,35 @@ def test_layer_reads_the_edge_copies_without_gathering_them_again(monkeypatch, w
     assert sorted(gathered) == [N, N + E, N + E]  # the layer's own gathers of the sources
     torch.testing.assert_close(out, out_ref, rtol=0, atol=1e-13)
     torch.testing.assert_close(grad, grad_ref, rtol=0, atol=1e-12)
+
+
+def test_hops_route_reads_the_edge_copies_without_gathering_them_again(monkeypatch):
+    """Per-hop frame change (SGConv, two hops): every hop's gather of the expanded sources is
+    handed the edge copies; numbers equal those of the layer's own gathers."""
+    import contextlib
+
+    import tensorframes.nn._routes as routes
+
+    reps = REPS["tensor"]
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(N, reps.dim, generator=gen, dtype=torch.float64)
+    ei = torch.randint(0, N, (2, E), generator=gen)
+    frames = tf.Frames(random_orthogonal(N, 3, generator=gen, dtype=torch.float64))
+    torch.manual_seed(0)
+    layer = wrap(gnn.SGConv(reps.dim, 8, K=2).double(), local={"x": reps})
+    assert layer.route == "hops"
+    rows = []
+    original = gnn.MessagePassing._index_select
+
+    def counting(self, src, index):
+        rows.append(src.shape[0])
+        return original(self, src, index)
+
+    monkeypatch.setattr(gnn.MessagePassing, "_index_select", counting)
+    out = layer(x, ei, frames=frames)
+    assert all(r <= N for r in rows)  # no gather of the (N + E')-row expanded sources
+    monkeypatch.setattr(routes, "shortcut_gathers", lambda *a: contextlib.nullcontext())
+    rows.clear()
+    out_ref = layer(x, ei, frames=frames)
+    assert sum(r > N for r in rows) == 2  # one per hop without the shortcut
+    torch.testing.assert_close(out, out_ref, rtol=0, atol=1e-13)

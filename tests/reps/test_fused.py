@@ -301,3 +301,17 @@ def test_bad_input():
     with pytest.raises(ValueError, match="does not support"):
         frame_change(reps, x, src, R_dst=R_dst, dst=dst, path="chunked")
     assert issubclass(_FrameChange, torch.autograd.Function)
+
+
+@pytest.mark.parametrize("path", ["auto", "kernel", "chunked", "reference"])
+def test_out_of_range_indices_are_refused_on_every_path(path):
+    reps = Irreps("1x0e+1x1o")
+    x, R_src, R_dst, src, dst = _case(reps)
+    if path == "kernel" and not kernel_available():
+        pytest.skip("the compiled kernel is unavailable here")
+    for bad_src, bad_dst, name in ((src.clone(), dst, "src"), (src, dst.clone(), "dst")):
+        (bad_src if name == "src" else bad_dst)[3] = -1
+        with pytest.raises(IndexError, match=rf"{name} holds indices in \[-1,"):
+            frame_change(reps, x, bad_src, R_src=R_src, R_dst=R_dst, dst=bad_dst, path=path)
+    with pytest.raises(IndexError, match=r"outside \[0, 13\)"):
+        frame_change(reps, x, src + 13, R_src=R_src, R_dst=R_dst, dst=dst, path=path)

@@ -123,24 +123,9 @@ struct Args {
   int64_t need_det, need_d2;
 };
 
-// Edges ahead whose rows are prefetched: every edge reads a few scattered rows, and its own work
-// is long enough that out-of-order execution alone does not overlap the next edges' cache misses
-// (measured: 2-3x slower without).
-constexpr int64_t kPrefetch = 8;
-
 inline void prefetch_row(const void* p, int64_t bytes) {
   const char* c = static_cast<const char*>(p);
   for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(c + off);
-}
-
-template <typename T, int d>
-inline void prefetch_edge(const Args& a, int64_t e, const T* rows, int64_t row_len) {
-  if (e >= a.E) return;
-  const int64_t j = a.src[e];
-  prefetch_row(rows + j * row_len, sizeof(T) * row_len);
-  if (a.mode == 1) prefetch_row(static_cast<const T*>(a.R_src) + j * d * d, sizeof(T) * d * d);
-  if (a.mode != 0)
-    prefetch_row(static_cast<const T*>(a.R_dst) + a.dst[e] * d * d, sizeof(T) * d * d);
 }
 
 template <typename T, int d>
@@ -223,9 +208,11 @@ inline void sandwich(const T* R, int64_t mul, T s, const T* X, T* Y) {
   }
 }
 
-// Edges per tile of the forward: the tile's rows are first gathered (plain row copies with no
+// Edges per tile. Forward: the tile's rows are first gathered (plain row copies with no
 // dependency between edges, so the memory system serves many at once, as in index_select),
-// then transformed in place while they sit in L1/L2.
+// then transformed in place while they sit in L1/L2. Backward: the tile's rho^T g rows are
+// computed into a small buffer while the accumulator rows they go to are prefetched, then added.
+// (A loop doing everything per edge left each edge's cache misses exposed: 2-3x slower.)
 constexpr int64_t kTile = 32;
 
 template <typename T, int d>
@@ -266,143 +253,159 @@ template <typename T, int d>
 void backward(const Args& a, const T* g, T* gx, T* grel, int nthreads) {
   const T* x = static_cast<const T*>(a.x);
   const T* coef = static_cast<const T*>(a.coef);
+  const int64_t D = a.D;
   parallel_for(a.E, nthreads, [&](int t, int64_t e0, int64_t e1) {
-    Edge<T, d> w;
-    T* acc = gx ? gx + int64_t(t) * a.N * a.D : nullptr;
-    for (int64_t e = e0; e < e1; ++e) {
-      prefetch_edge<T, d>(a, e + kPrefetch, x, a.D);
-      if (acc && e + kPrefetch < a.E) prefetch_row(acc + a.src[e + kPrefetch] * a.D, sizeof(T) * a.D);
-      load_edge<T, d>(a, e, w);
-      const T* xs = x + a.src[e] * a.D;
-      const T* ge = g + e * a.D;
-      T* gxs = acc ? acc + a.src[e] * a.D : nullptr;
-      T G[d * d] = {};   // dL/drel, direct terms
-      T Gd2[25] = {};    // dL/dD2 (sign included)
-      T gdet = 0;        // dL/ddet
-      for (int64_t b = 0; b < a.nblocks; ++b) {
-        const int64_t* blk = a.blocks + kBlockFields * b;
-        const int64_t start = blk[0], mul = blk[1], n = blk[2], kind = blk[3], flag = blk[4];
-        const T* v = xs + start;
-        const T* gb = ge + start;
-        T* gv = gxs ? gxs + start : nullptr;
-        const int64_t len = mul * n;
-        switch (kind) {
-          case ID:
-            if (gv) for (int64_t i = 0; i < len; ++i) gv[i] += gb[i];
-            break;
-          case SIGN:
-            if (gv) for (int64_t i = 0; i < len; ++i) gv[i] += w.sign * gb[i];
-            break;
-          case DET:
-            if (gv) for (int64_t i = 0; i < len; ++i) gv[i] += w.det * gb[i];
-            if (grel) for (int64_t i = 0; i < len; ++i) gdet += gb[i] * v[i];
-            break;
-          case D1:
-          case T1: {
-            const bool pseudo = kind == T1 && flag;
-            const T s = flag ? (kind == D1 ? w.sign : w.det) : T(1);
-            if (gv) matvec_t_add<T, d>(w.r, mul, s, gb, gv);
-            if (grel) {
-              for (int64_t u = 0; u < mul; ++u)
-                for (int i = 0; i < d; ++i) {
-                  const T gi = s * gb[u * d + i];
-                  for (int j = 0; j < d; ++j) G[i * d + j] += gi * v[u * d + j];
-                }
-              if (pseudo) {  // y = det (rel v): dL/ddet = <g, rel v>
+    Edge<T, d> ws[kTile];
+    std::vector<T> buf(gx ? kTile * D : 0);  // the tile's rho^T g rows, then scattered
+    T* acc = gx ? gx + int64_t(t) * a.N * D : nullptr;
+    for (int64_t t0 = e0; t0 < e1; t0 += kTile) {
+      const int64_t te = std::min(kTile, e1 - t0);
+      for (int64_t k = 0; k < te; ++k) {
+        if (acc) prefetch_row(acc + a.src[t0 + k] * D, sizeof(T) * D);
+        if (grel) prefetch_row(x + a.src[t0 + k] * D, sizeof(T) * D);
+        load_edge<T, d>(a, t0 + k, ws[k]);
+      }
+      if (acc) std::fill(buf.begin(), buf.begin() + te * D, T(0));
+      for (int64_t k = 0; k < te; ++k) {
+        const int64_t e = t0 + k;
+        const Edge<T, d>& w = ws[k];
+        const T* xs = x + a.src[e] * D;
+        const T* ge = g + e * D;
+        T* gxs = acc ? buf.data() + k * D : nullptr;
+        T G[d * d] = {};   // dL/drel, direct terms
+        T Gd2[25] = {};    // dL/dD2 (sign included)
+        T gdet = 0;        // dL/ddet
+        for (int64_t b = 0; b < a.nblocks; ++b) {
+          const int64_t* blk = a.blocks + kBlockFields * b;
+          const int64_t start = blk[0], mul = blk[1], n = blk[2], kind = blk[3], flag = blk[4];
+          const T* v = xs + start;
+          const T* gb = ge + start;
+          T* gv = gxs ? gxs + start : nullptr;
+          const int64_t len = mul * n;
+          switch (kind) {
+            case ID:
+              if (gv) for (int64_t i = 0; i < len; ++i) gv[i] += gb[i];
+              break;
+            case SIGN:
+              if (gv) for (int64_t i = 0; i < len; ++i) gv[i] += w.sign * gb[i];
+              break;
+            case DET:
+              if (gv) for (int64_t i = 0; i < len; ++i) gv[i] += w.det * gb[i];
+              if (grel) for (int64_t i = 0; i < len; ++i) gdet += gb[i] * v[i];
+              break;
+            case D1:
+            case T1: {
+              const bool pseudo = kind == T1 && flag;
+              const T s = flag ? (kind == D1 ? w.sign : w.det) : T(1);
+              if (gv) matvec_t_add<T, d>(w.r, mul, s, gb, gv);
+              if (grel) {
                 for (int64_t u = 0; u < mul; ++u)
                   for (int i = 0; i < d; ++i) {
-                    T rv = 0;
-                    for (int j = 0; j < d; ++j) rv += w.r[i * d + j] * v[u * d + j];
-                    gdet += gb[u * d + i] * rv;
+                    const T gi = s * gb[u * d + i];
+                    for (int j = 0; j < d; ++j) G[i * d + j] += gi * v[u * d + j];
                   }
-              }
-            }
-            break;
-          }
-          case D2: {
-            if constexpr (d == 3) {
-              const T s = flag ? w.sign : T(1);
-              if (gv) matvec_t_add<T, 5>(w.D2, mul, s, gb, gv);
-              if (grel)
-                for (int64_t u = 0; u < mul; ++u)
-                  for (int i = 0; i < 5; ++i) {
-                    const T gi = s * gb[u * 5 + i];
-                    for (int j = 0; j < 5; ++j) Gd2[i * 5 + j] += gi * v[u * 5 + j];
-                  }
-            }
-            break;
-          }
-          case T2: {
-            const T s = flag ? w.det : T(1);
-            for (int64_t u = 0; u < mul; ++u) {
-              const T* X = v + u * d * d;
-              const T* Gy = gb + u * d * d;
-              if (gv) {  // gX += s R^T Gy R
-                T tmp[d * d];
-                for (int c = 0; c < d; ++c)
-                  for (int b2 = 0; b2 < d; ++b2) {
-                    T acc2 = 0;
-                    for (int k = 0; k < d; ++k) acc2 += w.r[k * d + c] * Gy[k * d + b2];
-                    tmp[c * d + b2] = acc2;  // R^T Gy
-                  }
-                for (int c = 0; c < d; ++c)
-                  for (int e2 = 0; e2 < d; ++e2) {
-                    T acc2 = 0;
-                    for (int b2 = 0; b2 < d; ++b2) acc2 += tmp[c * d + b2] * w.r[b2 * d + e2];
-                    gv[u * d * d + c * d + e2] += s * acc2;
-                  }
-              }
-              if (grel) {
-                // dL/dR = s (Gy R X^T + Gy^T R X); with a pseudo-tensor also <Gy, R X R^T> ddet
-                T RX[d * d], RXt[d * d];
-                for (int i = 0; i < d; ++i)
-                  for (int j = 0; j < d; ++j) {
-                    T p = 0, q = 0;
-                    for (int k = 0; k < d; ++k) {
-                      p += w.r[i * d + k] * X[k * d + j];   // (R X)[i, j]
-                      q += w.r[i * d + k] * X[j * d + k];   // (R X^T)[i, j]
-                    }
-                    RX[i * d + j] = p;
-                    RXt[i * d + j] = q;
-                  }
-                for (int i = 0; i < d; ++i)
-                  for (int j = 0; j < d; ++j) {
-                    T acc2 = 0;
-                    for (int k = 0; k < d; ++k)
-                      acc2 += Gy[i * d + k] * RXt[k * d + j] + Gy[k * d + i] * RX[k * d + j];
-                    G[i * d + j] += s * acc2;
-                  }
-                if (flag) {
-                  for (int i = 0; i < d; ++i)
-                    for (int j = 0; j < d; ++j) {
-                      T acc2 = 0;  // (R X R^T)[i, j] = sum_k RX[i, k] R[j, k]
-                      for (int k = 0; k < d; ++k) acc2 += RX[i * d + k] * w.r[j * d + k];
-                      gdet += Gy[i * d + j] * acc2;
+                if (pseudo) {  // y = det (rel v): dL/ddet = <g, rel v>
+                  for (int64_t u = 0; u < mul; ++u)
+                    for (int i = 0; i < d; ++i) {
+                      T rv = 0;
+                      for (int j = 0; j < d; ++j) rv += w.r[i * d + j] * v[u * d + j];
+                      gdet += gb[u * d + i] * rv;
                     }
                 }
               }
+              break;
             }
-            break;
+            case D2: {
+              if constexpr (d == 3) {
+                const T s = flag ? w.sign : T(1);
+                if (gv) matvec_t_add<T, 5>(w.D2, mul, s, gb, gv);
+                if (grel)
+                  for (int64_t u = 0; u < mul; ++u)
+                    for (int i = 0; i < 5; ++i) {
+                      const T gi = s * gb[u * 5 + i];
+                      for (int j = 0; j < 5; ++j) Gd2[i * 5 + j] += gi * v[u * 5 + j];
+                    }
+              }
+              break;
+            }
+            case T2: {
+              const T s = flag ? w.det : T(1);
+              for (int64_t u = 0; u < mul; ++u) {
+                const T* X = v + u * d * d;
+                const T* Gy = gb + u * d * d;
+                if (gv) {  // gX += s R^T Gy R
+                  T tmp[d * d];
+                  for (int c = 0; c < d; ++c)
+                    for (int b2 = 0; b2 < d; ++b2) {
+                      T acc2 = 0;
+                      for (int k = 0; k < d; ++k) acc2 += w.r[k * d + c] * Gy[k * d + b2];
+                      tmp[c * d + b2] = acc2;  // R^T Gy
+                    }
+                  for (int c = 0; c < d; ++c)
+                    for (int e2 = 0; e2 < d; ++e2) {
+                      T acc2 = 0;
+                      for (int b2 = 0; b2 < d; ++b2) acc2 += tmp[c * d + b2] * w.r[b2 * d + e2];
+                      gv[u * d * d + c * d + e2] += s * acc2;
+                    }
+                }
+                if (grel) {
+                  // dL/dR = s (Gy R X^T + Gy^T R X); with a pseudo-tensor also <Gy, R X R^T> ddet
+                  T RX[d * d], RXt[d * d];
+                  for (int i = 0; i < d; ++i)
+                    for (int j = 0; j < d; ++j) {
+                      T p = 0, q = 0;
+                      for (int k = 0; k < d; ++k) {
+                        p += w.r[i * d + k] * X[k * d + j];   // (R X)[i, j]
+                        q += w.r[i * d + k] * X[j * d + k];   // (R X^T)[i, j]
+                      }
+                      RX[i * d + j] = p;
+                      RXt[i * d + j] = q;
+                    }
+                  for (int i = 0; i < d; ++i)
+                    for (int j = 0; j < d; ++j) {
+                      T acc2 = 0;
+                      for (int k = 0; k < d; ++k)
+                        acc2 += Gy[i * d + k] * RXt[k * d + j] + Gy[k * d + i] * RX[k * d + j];
+                      G[i * d + j] += s * acc2;
+                    }
+                  if (flag) {
+                    for (int i = 0; i < d; ++i)
+                      for (int j = 0; j < d; ++j) {
+                        T acc2 = 0;  // (R X R^T)[i, j] = sum_k RX[i, k] R[j, k]
+                        for (int k = 0; k < d; ++k) acc2 += RX[i * d + k] * w.r[j * d + k];
+                        gdet += Gy[i * d + j] * acc2;
+                      }
+                  }
+                }
+              }
+              break;
+            }
           }
         }
-      }
-      if (grel) {
-        if constexpr (d == 3) {
-          if (a.need_d2)
-            for (int64_t t2 = 0; t2 < a.nterms; ++t2) {
-              const int32_t* pqk = a.terms + 3 * t2;
-              const T c = coef[t2] * Gd2[pqk[2]];
-              G[pqk[0]] += c * w.r[pqk[1]];
-              G[pqk[1]] += c * w.r[pqk[0]];
-            }
+        if (grel) {
+          if constexpr (d == 3) {
+            if (a.need_d2)
+              for (int64_t t2 = 0; t2 < a.nterms; ++t2) {
+                const int32_t* pqk = a.terms + 3 * t2;
+                const T c = coef[t2] * Gd2[pqk[2]];
+                G[pqk[0]] += c * w.r[pqk[1]];
+                G[pqk[1]] += c * w.r[pqk[0]];
+              }
+          }
+          if (gdet != 0) {
+            T cof[d * d];
+            cofactor<T, d>(w.r, cof);
+            for (int i = 0; i < d * d; ++i) G[i] += gdet * cof[i];
+          }
+          std::memcpy(grel + e * d * d, G, sizeof(T) * d * d);
         }
-        if (gdet != 0) {
-          T cof[d * d];
-          cofactor<T, d>(w.r, cof);
-          for (int i = 0; i < d * d; ++i) G[i] += gdet * cof[i];
-        }
-        std::memcpy(grel + e * d * d, G, sizeof(T) * d * d);
       }
+      if (acc)
+        for (int64_t k = 0; k < te; ++k) {
+          T* row = acc + a.src[t0 + k] * D;
+          const T* from = buf.data() + k * D;
+          for (int64_t i = 0; i < D; ++i) row[i] += from[i];
+        }
     }
   });
 }

@@ -315,3 +315,24 @@ def test_out_of_range_indices_are_refused_on_every_path(path):
             frame_change(reps, x, bad_src, R_src=R_src, R_dst=R_dst, dst=bad_dst, path=path)
     with pytest.raises(IndexError, match=r"outside \[0, 13\)"):
         frame_change(reps, x, src + 13, R_src=R_src, R_dst=R_dst, dst=dst, path=path)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("spec", ["16x0e+8x1o+4x2e", "16x0n+8x1n+4x2n", "1x2e+2x3o+1x4e+1x0o"])
+def test_cuda_paths_match_the_cpu_reference(spec):
+    """On a GPU ``auto`` takes the chunked path (the kernel is CPU-only); values and gradients
+    for x and both frame sets equal the float64 CPU reference, reflections included."""
+    reps = _reps(spec)
+    x, R_src, R_dst, src, dst = _case(reps, n_src=300, n_dst=200, E=5000)
+    w = torch.randn(src.shape[0], reps.dim, dtype=torch.float64)
+    y_ref, g_ref = _grads(frame_change_reference, reps, x, R_src, R_dst, src, dst, w)
+    cuda = [t.cuda() for t in (x, R_src, R_dst, src, dst, w)]
+    for path in ("auto", "chunked", "reference"):
+        def run(*args, path=path, **kw):
+            return frame_change(*args, **kw, path=path)
+
+        y, g = _grads(run, reps, *cuda[:5], cuda[5])
+        assert y.is_cuda
+        torch.testing.assert_close(y.cpu(), y_ref, atol=1e-11, rtol=0)
+        for a, b in zip(g, g_ref):
+            torch.testing.assert_close(a.cpu(), b, atol=1e-10, rtol=0)

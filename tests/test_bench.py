@@ -37,8 +37,13 @@ def test_reps_and_frames_quick_write_tables(tmp_path, capsys):
         assert (tmp_path / f"{suite}.png").stat().st_size > 0
     out = capsys.readouterr().out
     assert "speed-up vs e3nn" in out and "| contender |" in out
-    # the frame-change table: floor (the gather alone), reference and fused, both passes
-    for name in ("floor fwd", "reference fwd+bwd", "fused fwd", "x floor"):
+    # the frame-change table: floor (the gather alone), reference, chunked and kernel, both
+    # passes (the kernel row wherever the compiled kernel is available)
+    from tensorframes.reps._kernel import kernel_available
+
+    names = ["floor fwd", "reference fwd+bwd", "chunked fwd", "x floor"]
+    names += ["kernel fwd", "kernel fwd+bwd"] if kernel_available() else []
+    for name in names:
         assert name in out
     assert "default allocator]" in out and "tuned" not in out
 

@@ -285,6 +285,19 @@ def test_wrapped_signature_is_the_layers_plus_frames():
     assert sig.parameters["frames"].kind is inspect.Parameter.KEYWORD_ONLY
 
 
+def _count_gathers(monkeypatch) -> list[int]:
+    """The rows of every source PyG's ``_index_select`` gathers from, in call order."""
+    rows: list[int] = []
+    original = gnn.MessagePassing._index_select
+
+    def counting(self, src, index):
+        rows.append(src.shape[0])
+        return original(self, src, index)
+
+    monkeypatch.setattr(gnn.MessagePassing, "_index_select", counting)
+    return rows
+
+
 @pytest.mark.parametrize("with_edge_frames", [False, True])
 def test_layer_reads_the_edge_copies_without_gathering_them_again(monkeypatch, with_edge_frames):
     """The bipartite route hands the layer the edge copies' rows for its ``x_j`` / ``pos_j``
@@ -305,14 +318,7 @@ def test_layer_reads_the_edge_copies_without_gathering_them_again(monkeypatch, w
     layer = wrap(gnn.PointNetConv(_mlp(reps.dim + 3, 8), add_self_loops=False).double(),
                  local={"x": reps}, world={"pos": "1x1o"})
     ef = EdgeFrames.compute(ei, frames) if with_edge_frames else None
-    gathered = []
-    original = gnn.MessagePassing._index_select
-
-    def counting(self, src, index):
-        gathered.append(src.shape[0])
-        return original(self, src, index)
-
-    monkeypatch.setattr(gnn.MessagePassing, "_index_select", counting)
+    gathered = _count_gathers(monkeypatch)
 
     def run():
         xr = x.clone().requires_grad_()
@@ -345,14 +351,7 @@ def test_hops_route_reads_the_edge_copies_without_gathering_them_again(monkeypat
     torch.manual_seed(0)
     layer = wrap(gnn.SGConv(reps.dim, 8, K=2).double(), local={"x": reps})
     assert layer.route == "hops"
-    rows = []
-    original = gnn.MessagePassing._index_select
-
-    def counting(self, src, index):
-        rows.append(src.shape[0])
-        return original(self, src, index)
-
-    monkeypatch.setattr(gnn.MessagePassing, "_index_select", counting)
+    rows = _count_gathers(monkeypatch)
     out = layer(x, ei, frames=frames)
     assert all(r <= N for r in rows)  # no gather of the (N + E')-row expanded sources
     monkeypatch.setattr(routes, "shortcut_gathers", lambda *a: contextlib.nullcontext())

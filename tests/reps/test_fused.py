@@ -24,6 +24,8 @@ from tensorframes.reps._fused import (
 from tensorframes.reps._kernel import kernel_available, kernel_supports
 from tensorframes.testing import random_orthogonal
 
+from ._saved import saved_bytes
+
 IRREPS = ["16x0e+8x1o+4x2e", "3x0o+2x1e+1x2o+2x0e+1x1o", "1x2e+2x3o+1x4e+1x0o", "2x1y+1x3y"]
 TENSORREPS = ["4x0n+3x1n+2x2n", "2x0p+2x1p+1x2p+1x0n", "1x2n+1x1n"]
 FUSED_PATHS = ["kernel", "chunked"]
@@ -220,19 +222,6 @@ def test_dispatch_rule():
         frame_change(Irreps("1x1o"), x1, src, R_src=R_src, R_dst=R_dst, dst=dst, path="bogus")
 
 
-def _saved_bytes(fn) -> int:
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return total
-
-
 @pytest.mark.parametrize("path", FUSED_PATHS)
 @pytest.mark.parametrize("spec", ["16x0e+8x1o+4x2e", "16x0n+8x1n+4x2n"])
 def test_saved_activations_at_most_the_input(spec, path):
@@ -242,9 +231,9 @@ def test_saved_activations_at_most_the_input(spec, path):
     x.requires_grad_()
     R_src.requires_grad_()
     inputs = sum(t.numel() * t.element_size() for t in (x, R_src, R_dst, src, dst))
-    fused = _saved_bytes(lambda: frame_change(reps, x, src, R_src=R_src, R_dst=R_dst, dst=dst,
+    fused = saved_bytes(lambda: frame_change(reps, x, src, R_src=R_src, R_dst=R_dst, dst=dst,
                                               path=path))
-    ref = _saved_bytes(lambda: frame_change_reference(reps, x, src, R_src=R_src, R_dst=R_dst,
+    ref = saved_bytes(lambda: frame_change_reference(reps, x, src, R_src=R_src, R_dst=R_dst,
                                                       dst=dst))
     assert 0 < fused <= inputs
     assert ref > 2 * inputs  # the reference keeps per-edge activations (the test can fail)

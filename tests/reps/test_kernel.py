@@ -21,6 +21,8 @@ from tensorframes.reps._fused import frame_change, frame_change_reference
 from tensorframes.reps._kernel import kernel_available, kernel_error, kernel_supports
 from tensorframes.testing import random_orthogonal
 
+from ._saved import saved_bytes
+
 pytestmark = pytest.mark.skipif(not kernel_available(),
                                 reason=f"compiled kernel unavailable: {kernel_error()}")
 
@@ -332,19 +334,6 @@ def test_kernel_supports():
     assert not kernel_supports(TensorReps("1x0n", spatial_dim=4), "cpu", torch.float64)
 
 
-def _saved_bytes(fn) -> int:
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return total
-
-
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(("spec", "d"), CASES)
 def test_saved_activations_at_most_the_input(spec, d, mode):
@@ -353,7 +342,7 @@ def test_saved_activations_at_most_the_input(spec, d, mode):
     leaves = _inputs(mode, x, R_src, R_dst, rel)
     inputs = sum(t.numel() * t.element_size() for t in leaves.values())
     inputs += src.numel() * src.element_size() + (0 if mode == "rel" else dst.numel() * 8)
-    kern = _saved_bytes(lambda: _run(_kernel_fc, reps, mode, src, dst, leaves))
-    ref = _saved_bytes(lambda: _run(frame_change_reference, reps, mode, src, dst, leaves))
+    kern = saved_bytes(lambda: _run(_kernel_fc, reps, mode, src, dst, leaves))
+    ref = saved_bytes(lambda: _run(frame_change_reference, reps, mode, src, dst, leaves))
     assert 0 < kern <= inputs
     assert ref > 2 * inputs  # the reference keeps per-edge activations (the test can fail)

@@ -27,7 +27,7 @@ How the chunked path differs from the reference:
   ``index_add_``. Double backward differentiates the reference (``create_graph=True``).
 
 Speed (``python -m tensorframes.bench reps``, second table; ``docs/benchmarks.md``): the kernel
-is 5-6x the reference in forward and 3-6x in forward + backward, 1.3-2.5x the bare gather; the
+is 3.5-6x the reference in forward and 4-6x in forward + backward, 1.2-1.8x the bare gather; the
 chunked path is about as fast as the reference in forward and slower in forward + backward (it
 recomputes the forward under autograd), so it is chosen only where the kernel does not apply:
 what it buys there is memory (saved activations are the inputs).

@@ -13,15 +13,18 @@
 //   T1   rel v (TensorReps order 1; flag: times det),  T2  rel X rel^T (order 2; flag: times det).
 // The backward computes rho(rel)^T g per edge, accumulated into the sources' rows (one
 // accumulator per thread, summed by the caller), and the gradient of the loss with respect to
-// rel_e (the caller chains it to the node frames). Nothing is allocated here; the caller owns
-// every buffer. Only plain C++17 and std::thread: no torch headers, so it compiles in seconds.
+// rel_e (the caller chains it to the node frames). The caller owns every large buffer (each
+// backward thread allocates one tile of 32 rows). Only plain C++17 and std::thread: no torch
+// headers, so it compiles in seconds.
 
 #include <algorithm>
-#include <sys/mman.h>
 #include <cstdint>
 #include <cstring>
 #include <thread>
 #include <vector>
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
+#endif
 
 namespace {
 
@@ -38,7 +41,11 @@ void parallel_for(int64_t n, int nthreads, F f) {
   std::vector<std::thread> pool;
   for (int t = 1; t < nthreads; ++t) {
     const int64_t b = std::min(n, t * step), e = std::min(n, (t + 1) * step);
-    pool.emplace_back(f, t, b, e);
+    try {
+      pool.emplace_back(f, t, b, e);
+    } catch (...) {  // no thread to be had: run the range here (its own accumulator slot t)
+      f(t, b, e);
+    }
   }
   f(0, int64_t(0), std::min(n, step));
   for (auto& th : pool) th.join();

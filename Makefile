@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## main job: normal regression on the built-in SyntheticShapes, printing the comparison table
-## (7-9 minutes on 2 idle cores; results in runs/compare_quick/)
+## (about 15 minutes on 2 idle cores without torch-cluster; results in runs/compare_quick/)
 run: $(STAMP)
 	$(PY) -m examples.normals compare --preset quick
 

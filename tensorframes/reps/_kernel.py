@@ -83,6 +83,13 @@ def _cpu_id() -> bytes:
     return "\n".join(sorted(set(keep))).encode()
 
 
+def _target() -> Path:
+    """The cached library's path: named by a hash of the source, the flags and the CPU."""
+    key = hashlib.sha256(_SOURCE.read_bytes() + " ".join(_FLAGS).encode()
+                         + platform.machine().encode() + _cpu_id()).hexdigest()[:16]
+    return _kernel_dir() / f"frame_change-{key}.so"
+
+
 def _build(target: Path) -> None:
     cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
     if not cxx:
@@ -109,16 +116,14 @@ def _load() -> ctypes.CDLL | None:
         lib = None
         if os.environ.get(KERNELS_ENV, "1") != "0":
             try:
-                source = _SOURCE.read_bytes()
-                key = hashlib.sha256(source + " ".join(_FLAGS).encode()
-                                     + platform.machine().encode() + _cpu_id()).hexdigest()[:16]
-                target = _kernel_dir() / f"frame_change-{key}.so"
+                target = _target()
                 if not target.exists():
                     _build(target)
-                lib = ctypes.CDLL(str(target))
-                if lib.tf_kernel_version() != _ABI_VERSION:
-                    raise RuntimeError(f"{target} reports another ABI version")
-                _declare(lib)
+                try:
+                    lib = _open(target)
+                except OSError:  # a cached file that does not load (truncated copy): rebuild
+                    _build(target)
+                    lib = _open(target)
             except (OSError, RuntimeError, subprocess.SubprocessError) as err:
                 _state["error"] = str(err)
                 warnings.warn(f"tensorframes: the compiled frame-change kernel is unavailable "
@@ -126,6 +131,14 @@ def _load() -> ctypes.CDLL | None:
                 lib = None
         _state["lib"] = lib
         return lib
+
+
+def _open(target: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(target))
+    if lib.tf_kernel_version() != _ABI_VERSION:
+        raise RuntimeError(f"{target} reports another ABI version")
+    _declare(lib)
+    return lib
 
 
 def _declare(lib: ctypes.CDLL) -> None:

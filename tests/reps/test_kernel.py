@@ -11,6 +11,10 @@ bound.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import pytest
@@ -314,6 +318,36 @@ def test_build_into_an_empty_folder(fresh_state, monkeypatch):
         assert kernel_available()
     assert list(fresh_state.iterdir()) == built
     assert _kernel._state["lib"]._name == str(built[0])
+
+
+def test_a_cached_library_that_does_not_load_is_rebuilt(tmp_path):
+    # in a fresh process: this one has the library loaded, and dlopen matches loaded names
+    code = textwrap.dedent("""
+        import warnings
+        import torch
+        from tensorframes.reps import Irreps, _kernel
+        from tensorframes.reps._fused import frame_change_reference
+        _kernel._FLAGS = tuple("-O0" if f == "-O3" else f for f in _kernel._FLAGS)
+        target = _kernel._target()
+        target.parent.mkdir(parents=True)
+        target.write_bytes(b"not a shared library")  # e.g. a copy cut short
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            assert _kernel.kernel_available()
+        assert sorted(target.parent.iterdir()) == [target] and target.stat().st_size > 1000
+        reps = Irreps("1x0o+1x1o+1x2e")
+        x = torch.randn(5, reps.dim, dtype=torch.float64)
+        R = torch.linalg.qr(torch.randn(5, 3, 3, dtype=torch.float64))[0]
+        src, dst = torch.tensor([0, 1, 4, 2]), torch.tensor([3, 3, 0, 2])
+        y = _kernel.kernel_frame_change(reps, x, src, R_src=R, dst=dst)
+        torch.testing.assert_close(y, frame_change_reference(reps, x, src, R_src=R, dst=dst))
+        print("rebuilt")
+    """)
+    env = {**os.environ, _kernel.KERNEL_DIR_ENV: str(tmp_path / "kernels")}
+    env.pop(_kernel.KERNELS_ENV, None)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0 and "rebuilt" in proc.stdout, proc.stderr[-2000:]
 
 
 def test_kernel_supports():

@@ -53,8 +53,8 @@ from ._kernel import (
     kernel_error,
     kernel_frame_change,
     kernel_supports,
-    reference_backward,
 )
+from ._reference import frame_change_reference, reference_backward
 from ._wigner import _coupling_step, _d2_coefficients, _wigner_D2
 from .base import Reps, check_matrices
 from .irreps import Irreps
@@ -237,7 +237,7 @@ class _FrameChange(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, R_src, R_dst, rel, src, dst, reps, chunk):
-        ctx.reps, ctx.chunk, ctx.mode = reps, chunk, 0 if rel is not None else 1
+        ctx.reps, ctx.chunk = reps, chunk
         ctx.save_for_backward(x, R_src, R_dst, rel, src, dst)
         plan = _plan(reps)
         E = src.shape[0]
@@ -429,18 +429,3 @@ def frame_change(reps: Reps, x: torch.Tensor, src: torch.Tensor, *,
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive int, got {chunk!r}")
     return _FrameChange.apply(x, R_src, R_dst, rel, src, dst, reps, chunk)
-
-
-def frame_change_reference(reps: Reps, x: torch.Tensor, src: torch.Tensor, *,
-                           R_src: torch.Tensor | None = None, R_dst: torch.Tensor | None = None,
-                           dst: torch.Tensor | None = None,
-                           rel: torch.Tensor | None = None) -> torch.Tensor:
-    """The plain composition the fused paths are tested against: gather ``x[src]``, the
-    relative frames ``R_dst[dst] @ R_src[src]^T`` (or ``rel``, or ``R_dst[dst]`` without
-    ``R_src``), :meth:`Reps.transform`."""
-    if rel is None and R_src is None:
-        rel = R_dst.index_select(0, dst)
-    elif rel is None:
-        R_dst = R_src if R_dst is None else R_dst
-        rel = R_dst.index_select(0, dst) @ R_src.index_select(0, src).transpose(-1, -2)
-    return reps.transform(x.index_select(0, src), rel)

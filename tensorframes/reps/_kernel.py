@@ -39,13 +39,14 @@ from pathlib import Path
 
 import torch
 
+from ._reference import reference_backward
 from ._wigner import _d2_coefficients
 from .base import Reps
 from .irreps import Irreps
 from .tensorreps import TensorReps
 
 __all__ = ["KERNEL_DIR_ENV", "KERNELS_ENV", "kernel_available", "kernel_error",
-           "kernel_frame_change", "kernel_supports", "reference_backward"]
+           "kernel_frame_change", "kernel_supports"]
 
 #: Environment variable naming the folder compiled kernels are cached in.
 KERNEL_DIR_ENV = "TENSORFRAMES_KERNEL_DIR"
@@ -315,31 +316,6 @@ class _KernelFrameChange(torch.autograd.Function):
                 g_rs = torch.zeros_like(R_src).index_add_(
                     0, src, grel.transpose(-1, -2) @ R_dst.index_select(0, dst))
         return gx, g_rs, g_rd, g_rel, None, None, None, None
-
-
-def _relative(R_src, R_dst, rel, src, dst, mode):
-    if mode == 0:
-        return rel
-    if mode == 2:
-        return R_dst.index_select(0, dst)
-    return R_dst.index_select(0, dst) @ R_src.index_select(0, src).transpose(-1, -2)
-
-
-def reference_backward(ctx, g):
-    """The backward through the pure-torch composition, itself differentiable (double backward).
-
-    ``ctx`` saved ``(x, R_src, R_dst, rel, src, dst)`` and holds ``reps`` and ``mode`` (as in
-    :class:`_KernelFrameChange`); returns the gradients of the four tensors and four ``None``.
-    """
-    x, R_src, R_dst, rel, src, dst = ctx.saved_tensors
-    # the saved inputs keep their history: the gradients below are differentiable in them
-    live = [x, R_src, R_dst, rel]
-    y = ctx.reps.transform(live[0].index_select(0, src),
-                           _relative(live[1], live[2], live[3], src, dst, ctx.mode))
-    wanted = [t for t, need in zip(live, ctx.needs_input_grad[:4]) if need]
-    res = iter(torch.autograd.grad(y, wanted, g, create_graph=True, allow_unused=True))
-    out = [next(res) if need else None for need in ctx.needs_input_grad[:4]]
-    return (*out, None, None, None, None)
 
 
 def kernel_frame_change(reps: Reps, x: torch.Tensor, src: torch.Tensor, *,
